@@ -1,0 +1,79 @@
+/* ncp.h: the NAVER Cloud Platform API client.
+ *
+ * Signs requests (API Gateway signature v2), sends them over HTTPS with libcurl
+ * (connections kept alive in a small pool of handles), and decodes the JSON
+ * answers and both error shapes. Knows nothing of FUSE; never logs: every
+ * failure comes back in a struct ncp_error for the caller to report. */
+#ifndef NCP_H
+#define NCP_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+/* What went wrong, coarsely: the one thing the filesystem needs to decide. */
+enum ncp_errkind {
+	NCP_OK = 0,
+	NCP_ERR_NOTFOUND, /* no such image (400 responseError or empty list) */
+	NCP_ERR_AUTH,     /* 401/403 from the gateway */
+	NCP_ERR_IO,       /* everything else: network, 5xx, 429, bad body */
+};
+
+struct ncp_error {
+	enum ncp_errkind kind;
+	long http_status;   /* 0 when no HTTP answer arrived */
+	char code[32];      /* errorCode / returnCode when the API gave one */
+	char message[256];  /* the API's own message, or curl's, or ours */
+};
+
+/* Everything the client needs; strings are copied by ncp_client_new. */
+struct ncp_config {
+	const char *api_url;    /* e.g. https://ncloud.apigw.ntruss.com, no trailing / needed */
+	const char *access_key;
+	const char *secret_key;
+	const char *cafile;     /* extra CA bundle, or NULL */
+	long timeout_s;         /* bound on each request, whole transfer */
+};
+
+struct ncp_client;
+
+/* A query parameter: name and value, both unencoded. */
+struct ncp_param {
+	const char *name;
+	const char *value;
+};
+
+/* Creates a client; NULL with a message in errbuf on failure. */
+struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, size_t errlen);
+/* Frees the client and wipes its copy of the secret key. */
+void ncp_client_free(struct ncp_client *c);
+
+/* Calls GET /vserver/v2/<action>?<params>&responseFormatType=json. On success
+ * returns 0 and sets *payload to a new reference to the "<action>Response"
+ * object. On failure returns -1 and fills *err. Thread-safe. */
+int ncp_call(struct ncp_client *c, const char *action, const struct ncp_param *params,
+	     size_t nparams, json_t **payload, struct ncp_error *err);
+
+/* getRegionList: *regions is a new reference to the regionList array. */
+int ncp_region_list(struct ncp_client *c, json_t **regions, struct ncp_error *err);
+/* getServerImageList, one page: *rows a new reference to serverImageList,
+ * *total_rows from totalRows (number or numeric string). */
+int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, long page_size,
+			json_t **rows, long *total_rows, struct ncp_error *err);
+/* getServerImageDetail: *image a new reference to the image object. Both
+ * shapes of "no such image" give -1 with err->kind NCP_ERR_NOTFOUND. */
+int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no,
+		     json_t **image, struct ncp_error *err);
+
+/* Connections opened so far (libcurl's count, for tests and stats). */
+long ncp_client_connections(struct ncp_client *c);
+
+/* Decodes one HTTP answer to an action (pure: no I/O, for tests and the
+ * fuzzer). Same contract as ncp_call. body need not be NUL-terminated. */
+int ncp_decode(const char *action, long http_status, const char *body, size_t len,
+	       json_t **payload, struct ncp_error *err);
+
+/* The one place an ncp error becomes an errno: AUTH->EACCES,
+ * NOTFOUND->ENOENT, else EIO. Returns a positive errno (0 for NCP_OK). */
+int ncp_error_errno(const struct ncp_error *err);
+
+#endif

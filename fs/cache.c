@@ -1,0 +1,810 @@
+/* cache.c: regions, listings and images with their age, and the fetches that
+ * fill them. One mutex guards all of it; it is never held across the network.
+ * Each cached object has a "flight": the first caller to find it stale fetches
+ * while later callers wait on the condition variable for that fetch's result
+ * instead of fetching again. */
+#include "cache.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define LIST_PAGE_SIZE 1000
+#define MAX_REGIONS 256
+#define MAX_LIST_PAGES 10000
+
+/* One fetch in progress, and how the last one ended. */
+struct flight {
+	uint32_t seq; /* bumped when a fetch lands */
+	int16_t err;  /* -errno of the last fetch, 0 for success */
+	uint8_t busy;
+};
+
+enum slot_state { SLOT_EMPTY, SLOT_OK, SLOT_MISSING };
+
+struct slot {
+	uint64_t no;
+	struct tree *tree; /* current data, or NULL */
+	struct tree *prev; /* the data of generation gen - 1, for inodes still using it */
+	double fetched;    /* monotonic time of the answer; -1: never or forgotten */
+	uint32_t region;
+	uint32_t mark; /* listing build that last saw this slot */
+	uint16_t gen;
+	uint8_t state;
+	struct flight flight;
+};
+
+struct region {
+	char code[16];
+	struct cache_ids *listing; /* NULL until listed */
+	double listed;
+	int64_t mtime;
+	struct flight flight;
+};
+
+struct cache {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct ncp_client *client;
+	struct cache_opts opts;
+	cache_change_fn *on_change;
+	void *arg;
+	int64_t start_wall;
+
+	struct cache_ids *regions; /* NULL until fetched */
+	double regions_fetched;
+	int64_t regions_mtime;
+	struct flight regions_flight;
+	struct region region[MAX_REGIONS]; /* every region ever seen; ids never reused */
+	uint32_t nregion;
+
+	struct slot *slot;
+	uint32_t nslot, slot_cap;
+	uint32_t *hash; /* slot + 1, 0 = empty; open addressing */
+	uint32_t hash_cap;
+	uint32_t mark;
+	uint64_t tree_bytes;
+};
+
+static double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int64_t now_wall(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static double ttl_left(double fetched, double ttl)
+{
+	double left = fetched + ttl - now_mono();
+
+	return left > 0 ? left : 0;
+}
+
+static int fresh(double fetched, double ttl)
+{
+	return fetched >= 0 && now_mono() < fetched + ttl;
+}
+
+/* With c->lock held. Returns 1 when the caller now owns the fetch (and must
+ * call flight_land), 0 when a fetch by someone else landed meanwhile. */
+static int flight_join(struct cache *c, struct flight *f)
+{
+	uint32_t seq;
+
+	if (!f->busy) {
+		f->busy = 1;
+		return 1;
+	}
+	seq = f->seq;
+	while (f->seq == seq)
+		pthread_cond_wait(&c->cond, &c->lock);
+	return 0;
+}
+
+static void flight_land(struct cache *c, struct flight *f, int err)
+{
+	f->busy = 0;
+	f->seq++;
+	f->err = (int16_t)err;
+	pthread_cond_broadcast(&c->cond);
+}
+
+static struct cache_ids *ids_new(uint32_t n)
+{
+	struct cache_ids *ids = malloc(sizeof(*ids) + (size_t)n * sizeof(uint32_t));
+
+	if (ids) {
+		ids->refs = 1;
+		ids->n = n;
+	}
+	return ids;
+}
+
+/* References are taken and dropped under c->lock. */
+static struct cache_ids *ids_ref(struct cache_ids *ids)
+{
+	ids->refs++;
+	return ids;
+}
+
+static void ids_unref_locked(struct cache_ids *ids)
+{
+	if (ids && --ids->refs == 0)
+		free(ids);
+}
+
+static int ids_equal(const struct cache_ids *a, const struct cache_ids *b)
+{
+	return a && b && a->n == b->n && memcmp(a->ids, b->ids, a->n * sizeof(uint32_t)) == 0;
+}
+
+void cache_ids_unref(struct cache *c, struct cache_ids *ids)
+{
+	pthread_mutex_lock(&c->lock);
+	ids_unref_locked(ids);
+	pthread_mutex_unlock(&c->lock);
+}
+
+struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts,
+			cache_change_fn *on_change, void *arg)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	c->client = client;
+	c->opts = *opts;
+	c->on_change = on_change;
+	c->arg = arg;
+	c->start_wall = now_wall();
+	c->regions_mtime = c->start_wall;
+	c->regions_fetched = -1;
+	return c;
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 0; i < c->nslot; i++) {
+		tree_unref(c->slot[i].tree);
+		tree_unref(c->slot[i].prev);
+	}
+	for (uint32_t i = 0; i < c->nregion; i++)
+		ids_unref_locked(c->region[i].listing);
+	ids_unref_locked(c->regions);
+	free(c->slot);
+	free(c->hash);
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void cache_drop_all(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->regions_fetched = -1;
+	for (uint32_t i = 0; i < c->nregion; i++)
+		c->region[i].listed = -1;
+	for (uint32_t i = 0; i < c->nslot; i++)
+		c->slot[i].fetched = -1;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void report(const char *what, const struct ncp_error *e)
+{
+	if (e->http_status)
+		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s", what, e->http_status,
+			e->code[0] ? " code " : "", e->code, e->message);
+	else
+		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message);
+}
+
+/* ---- regions ---- */
+
+static int valid_region_code(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= sizeof(((struct region *)0)->code))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* With c->lock held: the id of region code, adding it if new; -1 if full. */
+static int64_t region_id(struct cache *c, const char *code)
+{
+	struct region *r;
+
+	for (uint32_t i = 0; i < c->nregion; i++) {
+		if (strcmp(c->region[i].code, code) == 0)
+			return i;
+	}
+	if (c->nregion == MAX_REGIONS)
+		return -1;
+	r = &c->region[c->nregion];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->code, sizeof(r->code), "%s", code);
+	r->listed = -1;
+	r->mtime = now_wall();
+	return c->nregion++;
+}
+
+/* Installs a fetched region list (with c->lock held). */
+static void install_regions(struct cache *c, json_t *list)
+{
+	struct cache_ids *ids = ids_new((uint32_t)json_array_size(list));
+	size_t i;
+	json_t *r;
+
+	if (!ids)
+		return;
+	ids->n = 0;
+	json_array_foreach(list, i, r) {
+		const char *code = json_string_value(json_object_get(r, "regionCode"));
+		int64_t id;
+
+		if (!code || !valid_region_code(code)) {
+			log_msg(LOG_LVL_WARNING, "getRegionList: skipping a region with no usable "
+						 "regionCode");
+			continue;
+		}
+		id = region_id(c, code);
+		if (id < 0)
+			break;
+		ids->ids[ids->n++] = (uint32_t)id;
+	}
+	c->regions_fetched = now_mono();
+	if (ids_equal(c->regions, ids)) {
+		ids_unref_locked(ids);
+		return;
+	}
+	if (c->regions) {
+		c->regions_mtime = now_wall();
+		c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
+	}
+	ids_unref_locked(c->regions);
+	c->regions = ids;
+}
+
+/* With c->lock held: makes the region list fresh, or returns -errno. */
+static int regions_locked(struct cache *c)
+{
+	struct ncp_error e;
+	json_t *list = NULL;
+	int err;
+
+	if (c->regions && fresh(c->regions_fetched, c->opts.ttl))
+		return 0;
+	if (!flight_join(c, &c->regions_flight))
+		return c->regions_flight.err ? c->regions_flight.err : (c->regions ? 0 : -EIO);
+	pthread_mutex_unlock(&c->lock);
+	err = ncp_region_list(c->client, &list, &e) < 0 ? -ncp_error_errno(&e) : 0;
+	if (err)
+		report("getRegionList", &e);
+	pthread_mutex_lock(&c->lock);
+	if (!err)
+		install_regions(c, list);
+	flight_land(c, &c->regions_flight, err);
+	json_decref(list);
+	return err;
+}
+
+int cache_regions(struct cache *c, struct cache_ids **out, double *left)
+{
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = regions_locked(c);
+	if (!err) {
+		*out = ids_ref(c->regions);
+		if (left)
+			*left = ttl_left(c->regions_fetched, c->opts.ttl);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *left)
+{
+	int err;
+
+	if (!valid_region_code(name))
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	err = regions_locked(c);
+	if (!err) {
+		err = -ENOENT;
+		for (uint32_t i = 0; i < c->regions->n; i++) {
+			if (strcmp(c->region[c->regions->ids[i]].code, name) == 0) {
+				*region = c->regions->ids[i];
+				err = 0;
+			}
+		}
+		if (left)
+			*left = ttl_left(c->regions_fetched, c->opts.ttl);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+const char *cache_region_code(struct cache *c, uint32_t region)
+{
+	const char *code;
+
+	pthread_mutex_lock(&c->lock);
+	code = region < c->nregion ? c->region[region].code : "";
+	pthread_mutex_unlock(&c->lock);
+	return code; /* stable: region entries never move nor go */
+}
+
+int64_t cache_regions_mtime(struct cache *c)
+{
+	int64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = c->regions_mtime;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+int64_t cache_listing_mtime(struct cache *c, uint32_t region)
+{
+	int64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = region < c->nregion ? c->region[region].mtime : c->start_wall;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+/* ---- image slots ---- */
+
+int cache_valid_image_no(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 19 || name[0] == '0')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (name[i] < '0' || name[i] > '9')
+			return 0;
+	}
+	return 1;
+}
+
+static uint64_t parse_no(const char *s)
+{
+	return strtoull(s, NULL, 10);
+}
+
+static uint32_t hash_of(uint32_t region, uint64_t no)
+{
+	uint64_t h = (no ^ ((uint64_t)region << 56)) * 0x9E3779B97F4A7C15ull;
+
+	return (uint32_t)(h >> 32);
+}
+
+static uint32_t *hash_find(struct cache *c, uint32_t region, uint64_t no)
+{
+	uint32_t mask = c->hash_cap - 1;
+
+	for (uint32_t i = hash_of(region, no) & mask;; i = (i + 1) & mask) {
+		uint32_t s = c->hash[i];
+
+		if (!s || (c->slot[s - 1].no == no && c->slot[s - 1].region == region))
+			return &c->hash[i];
+	}
+}
+
+static int hash_grow(struct cache *c)
+{
+	uint32_t cap = c->hash_cap ? c->hash_cap * 2 : 1024;
+	uint32_t *old = c->hash, old_cap = c->hash_cap;
+
+	c->hash = calloc(cap, sizeof(uint32_t));
+	if (!c->hash) {
+		c->hash = old;
+		return -1;
+	}
+	c->hash_cap = cap;
+	for (uint32_t i = 0; i < old_cap; i++) {
+		if (old[i]) {
+			struct slot *s = &c->slot[old[i] - 1];
+
+			*hash_find(c, s->region, s->no) = old[i];
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* With c->lock held: the slot of (region, no), created if needed; -1 on OOM. */
+static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
+{
+	uint32_t *h;
+	struct slot *s;
+
+	if ((c->nslot + 1) * 2 > c->hash_cap && hash_grow(c) < 0)
+		return -1;
+	h = hash_find(c, region, no);
+	if (*h)
+		return *h - 1;
+	if (c->nslot == c->slot_cap) {
+		uint32_t cap = c->slot_cap ? c->slot_cap * 2 : 256;
+		struct slot *p = realloc(c->slot, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		c->slot = p;
+		c->slot_cap = cap;
+	}
+	s = &c->slot[c->nslot];
+	memset(s, 0, sizeof(*s));
+	s->no = no;
+	s->region = region;
+	s->fetched = -1;
+	*h = c->nslot + 1;
+	return c->nslot++;
+}
+
+static void slot_name(const struct slot *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "%" PRIu64, s->no);
+}
+
+/* With c->lock held: gives slot new data (t, consumed) or marks it missing
+ * (t NULL), bumping the generation when anything changed. */
+static void install_image(struct cache *c, uint32_t idx, struct tree *t, double when)
+{
+	struct slot *s = &c->slot[idx];
+	char no[24];
+
+	s->fetched = when;
+	if (t && s->tree && tree_equal(s->tree, t)) {
+		tree_unref(t);
+		s->state = SLOT_OK;
+		return;
+	}
+	if (!t && s->state == SLOT_MISSING)
+		return;
+	if (t)
+		c->tree_bytes += tree_bytes(t);
+	if (s->tree) {
+		c->tree_bytes -= tree_bytes(s->tree);
+		tree_unref(s->prev);
+		s->prev = s->tree;
+		s->gen++;
+	}
+	if (s->state != SLOT_EMPTY) {
+		slot_name(s, no, sizeof(no));
+		c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
+	}
+	s->tree = t;
+	s->state = t ? SLOT_OK : SLOT_MISSING;
+}
+
+static int64_t tree_mtime(struct cache *c, const struct tree *t)
+{
+	int64_t when;
+
+	return t && tree_create_date(t, &when) == 0 ? when : c->start_wall;
+}
+
+/* With c->lock held: fills img from slot idx at its current state. */
+static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
+{
+	struct slot *s = &c->slot[idx];
+
+	img->slot = idx;
+	img->gen = s->gen;
+	img->region = s->region;
+	slot_name(s, img->no, sizeof(img->no));
+	img->tree = s->tree && s->state == SLOT_OK ? tree_ref(s->tree) : NULL;
+	img->mtime = tree_mtime(c, img->tree);
+	img->ttl_left = ttl_left(s->fetched, s->state == SLOT_OK ? c->opts.ttl
+								 : c->opts.negative_ttl);
+	return img->tree ? 0 : -ENOENT;
+}
+
+/* A detail (or list) row as a tree; NULL and a log line when unusable. */
+static struct tree *build(const char *what, json_t *image)
+{
+	char err[160];
+	unsigned skipped = 0;
+	struct tree *t = tree_build(image, &skipped, err, sizeof(err));
+
+	if (!t)
+		log_msg(LOG_LVL_ERROR, "%s: unusable image: %s", what, err);
+	else if (skipped)
+		log_msg(LOG_LVL_WARNING, "%s: left out %u key(s) that are not valid file names",
+			what, skipped);
+	return t;
+}
+
+/* Fetches one image; returns the tree (NULL when missing) via *out, or -errno. */
+static int fetch_image(struct cache *c, const char *region, const char *no, struct tree **out)
+{
+	struct ncp_error e;
+	json_t *image = NULL;
+	char what[96];
+	int err = 0;
+
+	*out = NULL;
+	snprintf(what, sizeof(what), "getServerImageDetail %s/%s", region, no);
+	if (ncp_image_detail(c->client, region, no, &image, &e) < 0) {
+		if (e.kind == NCP_ERR_NOTFOUND)
+			return 0;
+		report(what, &e);
+		return -ncp_error_errno(&e);
+	}
+	*out = build(what, image);
+	if (!*out)
+		err = -EIO;
+	json_decref(image);
+	return err;
+}
+
+int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct cache_image *img)
+{
+	char code[16];
+	struct tree *t;
+	struct slot *s;
+	int64_t idx;
+	double ttl;
+	int err;
+
+	if (!cache_valid_image_no(no))
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	idx = slot_of(c, region, parse_no(no));
+	if (idx < 0) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	s = &c->slot[idx];
+	ttl = s->state == SLOT_MISSING ? c->opts.negative_ttl : c->opts.ttl;
+	if (s->state != SLOT_EMPTY && fresh(s->fetched, ttl))
+		goto done;
+	if (!flight_join(c, &c->slot[idx].flight)) {
+		err = c->slot[idx].flight.err;
+		if (err)
+			goto out;
+		goto done;
+	}
+	snprintf(code, sizeof(code), "%s", c->region[region].code);
+	pthread_mutex_unlock(&c->lock);
+	err = fetch_image(c, code, no, &t);
+	pthread_mutex_lock(&c->lock);
+	if (!err)
+		install_image(c, (uint32_t)idx, t, now_mono());
+	flight_land(c, &c->slot[idx].flight, err);
+	if (err)
+		goto out;
+done:
+	err = answer(c, (uint32_t)idx, img);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_image *img)
+{
+	int err = -ESTALE;
+
+	pthread_mutex_lock(&c->lock);
+	if (slot < c->nslot) {
+		struct slot *s = &c->slot[slot];
+
+		if (gen < 0 || (s->gen == gen && s->state == SLOT_OK)) {
+			err = answer(c, slot, img);
+		} else if ((uint16_t)(s->gen - 1) == gen && s->prev) {
+			/* An inode of the data just replaced: serve it, but let the
+			 * kernel keep nothing of it. */
+			answer(c, slot, img);
+			tree_unref(img->tree);
+			img->gen = (uint16_t)gen;
+			img->tree = tree_ref(s->prev);
+			img->mtime = tree_mtime(c, img->tree);
+			img->ttl_left = 0;
+			err = 0;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+/* ---- listings ---- */
+
+/* The serverImageNo of a list row, if canonical. */
+static const char *row_no(json_t *row, char *buf, size_t len)
+{
+	json_t *v = json_object_get(row, "serverImageNo");
+
+	if (json_is_string(v))
+		snprintf(buf, len, "%s", json_string_value(v));
+	else if (json_is_integer(v))
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else
+		return NULL;
+	return cache_valid_image_no(buf) ? buf : NULL;
+}
+
+/* Fetches every page of a region's listing into one array of rows. */
+static int fetch_listing(struct cache *c, const char *region, json_t **rows)
+{
+	struct ncp_error e;
+	long total = 0;
+	char what[64];
+
+	*rows = json_array();
+	if (!*rows)
+		return -ENOMEM;
+	for (long page = 1; page <= MAX_LIST_PAGES; page++) {
+		json_t *part = NULL;
+
+		if (ncp_image_list_page(c->client, region, page, LIST_PAGE_SIZE, &part, &total,
+					&e) < 0) {
+			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, page);
+			report(what, &e);
+			json_decref(*rows);
+			*rows = NULL;
+			return -ncp_error_errno(&e);
+		}
+		size_t got = json_array_size(part);
+
+		json_array_extend(*rows, part);
+		json_decref(part);
+		if (got < LIST_PAGE_SIZE || (long)json_array_size(*rows) >= total)
+			break;
+	}
+	return 0;
+}
+
+/* Turns rows into trees outside the lock; numbers go into nos. */
+static struct tree **build_rows(const char *region, json_t *rows, char (*nos)[24])
+{
+	size_t n = json_array_size(rows), i;
+	struct tree **trees = calloc(n ? n : 1, sizeof(*trees));
+	char what[96];
+	json_t *row;
+
+	if (!trees)
+		return NULL;
+	json_array_foreach(rows, i, row) {
+		if (!row_no(row, nos[i], sizeof(nos[i]))) {
+			log_msg(LOG_LVL_WARNING, "getServerImageList %s: skipping a row without a "
+						 "usable serverImageNo", region);
+			continue;
+		}
+		snprintf(what, sizeof(what), "getServerImageList %s/%s", region, nos[i]);
+		trees[i] = build(what, row);
+	}
+	return trees;
+}
+
+/* With c->lock held: installs listed images and the new listing. */
+static void install_listing(struct cache *c, uint32_t region, struct tree **trees,
+			    char (*nos)[24], size_t n, double when)
+{
+	struct region *r = &c->region[region];
+	struct cache_ids *ids = ids_new((uint32_t)n);
+	uint32_t mark = ++c->mark;
+
+	if (!ids)
+		goto out;
+	ids->n = 0;
+	for (size_t i = 0; i < n; i++) {
+		int64_t idx;
+
+		if (!trees[i])
+			continue;
+		idx = slot_of(c, region, parse_no(nos[i]));
+		if (idx < 0 || c->slot[idx].mark == mark)
+			continue; /* out of memory, or listed twice */
+		c->slot[idx].mark = mark;
+		install_image(c, (uint32_t)idx, trees[i], when);
+		trees[i] = NULL;
+		ids->ids[ids->n++] = (uint32_t)idx;
+	}
+	/* Images no longer listed are asked for again on their next lookup. */
+	for (uint32_t i = 0; r->listing && i < r->listing->n; i++) {
+		struct slot *s = &c->slot[r->listing->ids[i]];
+
+		if (s->mark != mark)
+			s->fetched = -1;
+	}
+	r->listed = when;
+	if (!ids_equal(r->listing, ids)) {
+		if (r->listing) {
+			r->mtime = now_wall();
+			c->on_change(c->arg, CACHE_LISTING_CHANGED, region, NULL);
+		}
+		ids_unref_locked(r->listing);
+		r->listing = ids;
+	} else {
+		ids_unref_locked(ids);
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		tree_unref(trees[i]);
+}
+
+int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, double *left)
+{
+	struct tree **trees = NULL;
+	char(*nos)[24] = NULL;
+	json_t *rows = NULL;
+	char code[16];
+	struct region *r;
+	size_t n = 0;
+	double when;
+	int err = 0;
+
+	pthread_mutex_lock(&c->lock);
+	r = &c->region[region];
+	if (r->listing && fresh(r->listed, c->opts.ttl))
+		goto done;
+	if (!flight_join(c, &r->flight)) {
+		err = c->region[region].flight.err;
+		goto done;
+	}
+	snprintf(code, sizeof(code), "%s", r->code);
+	pthread_mutex_unlock(&c->lock);
+
+	when = now_mono();
+	err = fetch_listing(c, code, &rows);
+	if (!err) {
+		n = json_array_size(rows);
+		nos = calloc(n ? n : 1, sizeof(*nos));
+		trees = nos ? build_rows(code, rows, nos) : NULL;
+		if (!trees)
+			err = -ENOMEM;
+	}
+	json_decref(rows);
+
+	pthread_mutex_lock(&c->lock);
+	if (!err)
+		install_listing(c, region, trees, nos, n, when);
+	flight_land(c, &c->region[region].flight, err);
+	free(trees);
+	free(nos);
+done:
+	r = &c->region[region];
+	if (!err && !r->listing)
+		err = -EIO;
+	if (!err) {
+		*out = ids_ref(r->listing);
+		if (left)
+			*left = ttl_left(r->listed, c->opts.ttl);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+void cache_stats(struct cache *c, uint64_t *images, uint64_t *bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	*images = c->nslot;
+	*bytes = c->tree_bytes;
+	pthread_mutex_unlock(&c->lock);
+}

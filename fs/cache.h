@@ -1,0 +1,92 @@
+/* cache.h: what ncloudfs knows of NCP, with its age. Regions, each region's
+ * listing, and images (held as trees). Fetches lazily through the client,
+ * one fetch at a time per object (others wait for its result), never holding
+ * a lock across the network. Images are numbered by slots that never move;
+ * a slot's generation changes whenever its data does, which is what lets the
+ * kernel keep caches without ever showing old data as new. */
+#ifndef CACHE_H
+#define CACHE_H
+
+#include <stdint.h>
+
+#include "ncp.h"
+#include "tree.h"
+
+struct cache;
+
+struct cache_opts {
+	double ttl;          /* seconds an answer stays fresh */
+	double negative_ttl; /* seconds "no such image" stays fresh */
+};
+
+/* What changed, for the filesystem to tell the kernel. */
+enum cache_change {
+	CACHE_REGIONS_CHANGED, /* the region list */
+	CACHE_LISTING_CHANGED, /* a region's listing */
+	CACHE_IMAGE_CHANGED,   /* an image's data, or its presence */
+};
+/* Called with the cache locked: must only queue work, never call back in. */
+typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region,
+			     const char *image_no);
+
+/* An immutable, reference-counted list of ids (regions or image slots). */
+struct cache_ids {
+	unsigned refs;
+	uint32_t n;
+	uint32_t ids[];
+};
+
+/* An image as answered to a caller; tree is a reference the caller drops
+ * with tree_unref (NULL when the image is missing). */
+struct cache_image {
+	uint32_t slot;
+	uint16_t gen;
+	uint32_t region;
+	struct tree *tree;
+	int64_t mtime;   /* createDate, else the time ncloudfs started */
+	double ttl_left; /* seconds until this answer expires (>= 0) */
+	char no[24];     /* serverImageNo */
+};
+
+/* Creates a cache over client (borrowed; must outlive the cache). */
+struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts,
+			cache_change_fn *on_change, void *arg);
+void cache_free(struct cache *c);
+/* Forgets every answer; the next access fetches afresh. */
+void cache_drop_all(struct cache *c);
+
+/* The regions (ids for cache_region_code), fetching if stale. 0 and a new
+ * reference in *out, or -errno. *ttl_left is set when not NULL. */
+int cache_regions(struct cache *c, struct cache_ids **out, double *ttl_left);
+/* Finds a region by code: 0, -ENOENT, or another -errno. Names that cannot
+ * be region codes answer -ENOENT without any fetch. */
+int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *ttl_left);
+/* A region's code (borrowed; region ids are never reused). */
+const char *cache_region_code(struct cache *c, uint32_t region);
+/* Wall-clock time the region list / a listing last changed (directory mtime). */
+int64_t cache_regions_mtime(struct cache *c);
+int64_t cache_listing_mtime(struct cache *c, uint32_t region);
+
+/* The images listed in a region (slot ids), fetching every page if stale or
+ * if refresh is set and it is stale. 0 and a new reference, or -errno. */
+int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, double *ttl_left);
+/* Drops a reference taken by cache_regions or cache_listing. */
+void cache_ids_unref(struct cache *c, struct cache_ids *ids);
+
+/* Looks an image up by number (canonical decimal only; anything else is
+ * -ENOENT without a fetch), fetching if stale. 0 and *img, -ENOENT (with
+ * img->ttl_left saying how long that holds), or another -errno. */
+int cache_image_lookup(struct cache *c, uint32_t region, const char *no,
+		       struct cache_image *img);
+/* The data of slot at generation gen (-1: whatever is current), without
+ * fetching: the current one, or the one it replaced. 0, -ENOENT when the
+ * current state is "missing", or -ESTALE when that generation is gone. */
+int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_image *img);
+
+/* Numbers for statfs and tests: images held, bytes of tree data. */
+void cache_stats(struct cache *c, uint64_t *images, uint64_t *bytes);
+
+/* Nonzero when name is a canonical image number: 1-19 digits, no leading 0. */
+int cache_valid_image_no(const char *name);
+
+#endif

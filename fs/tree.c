@@ -1,0 +1,502 @@
+/* tree.c: the JSON-to-tree mapping. An image is flattened breadth-first into
+ * one block: a node array followed by a pool of NUL-terminated strings
+ * (names, values, codeNames). About 20 bytes a node plus the text, so a
+ * typical image costs well under its raw JSON. */
+#include "tree.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NONE UINT32_MAX
+
+/* What a node was in the JSON, so tree_to_json can give it back. */
+enum jtype { J_STRING, J_INT, J_REAL, J_TRUE, J_FALSE, J_NULL, J_CODE, J_OBJECT, J_ARRAY };
+
+struct tnode {
+	uint32_t name; /* pool offset */
+	uint32_t a;    /* file: value offset;   dir: first child */
+	uint32_t b;    /* file: value length;   dir: number of children */
+	uint32_t c;    /* file: codeName offset or NONE; dir: number of subdirs */
+	uint8_t type;  /* enum jtype */
+};
+
+struct tree {
+	atomic_uint refs;
+	uint32_t count;
+	uint32_t pool_len;
+	struct tnode *nodes; /* points into this same block */
+	char *pool;
+};
+
+static int is_code(json_t *v)
+{
+	json_t *code, *name;
+
+	if (!json_is_object(v) || json_object_size(v) != 2)
+		return 0;
+	code = json_object_get(v, "code");
+	name = json_object_get(v, "codeName");
+	return json_is_string(code) && (json_is_string(name) || json_is_null(name));
+}
+
+static int is_dir(json_t *v)
+{
+	return (json_is_object(v) && !is_code(v)) || json_is_array(v);
+}
+
+static int valid_name(const char *k)
+{
+	size_t n = strlen(k);
+
+	return n > 0 && n <= 255 && strcmp(k, ".") != 0 && strcmp(k, "..") != 0 &&
+	       !strchr(k, '/');
+}
+
+/* Shortest "%.*g" that reads back as the same double. */
+static void format_real(double d, char *buf, size_t len)
+{
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, len, "%.*g", prec, d);
+		if (strtod(buf, NULL) == d)
+			break;
+	}
+	if (!strpbrk(buf, ".eEn") && strlen(buf) + 2 < len)
+		strncat(buf, ".0", len - strlen(buf) - 1); /* keep it a real in JSON */
+}
+
+/* The text a file holds (without its newline); buf is scratch for numbers. */
+static const char *scalar_text(json_t *v, char *buf, size_t len)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return json_string_value(v);
+	case JSON_INTEGER:
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return buf;
+	case JSON_REAL:
+		format_real(json_real_value(v), buf, len);
+		return buf;
+	case JSON_TRUE:
+		return "true";
+	case JSON_FALSE:
+		return "false";
+	case JSON_OBJECT: /* a common code */
+		return json_string_value(json_object_get(v, "code"));
+	default:
+		return "";
+	}
+}
+
+struct sizing {
+	size_t nodes;
+	size_t pool;
+	unsigned skipped;
+};
+
+static void size_name_value(struct sizing *s, const char *name, json_t *v)
+{
+	char num[64];
+
+	s->nodes++;
+	s->pool += strlen(name) + 1;
+	if (is_dir(v))
+		return;
+	s->pool += strlen(scalar_text(v, num, sizeof(num))) + 1;
+	if (json_is_object(v) && json_is_string(json_object_get(v, "codeName")))
+		s->pool += strlen(json_string_value(json_object_get(v, "codeName"))) + 1;
+}
+
+/* First pass: counts nodes and pool bytes, checks depth and names. */
+static int size_dir(struct sizing *s, json_t *dir, int depth)
+{
+	char idx[24];
+
+	if (depth > TREE_MAX_DEPTH)
+		return -1;
+	if (json_is_object(dir)) {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach(dir, k, v) {
+			if (!valid_name(k)) {
+				s->skipped++;
+				continue;
+			}
+			size_name_value(s, k, v);
+			if (is_dir(v) && size_dir(s, v, depth + 1) < 0)
+				return -1;
+		}
+	} else {
+		size_t i;
+		json_t *v;
+
+		json_array_foreach(dir, i, v) {
+			snprintf(idx, sizeof(idx), "%zu", i);
+			size_name_value(s, idx, v);
+			if (is_dir(v) && size_dir(s, v, depth + 1) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+struct filler {
+	struct tree *t;
+	json_t **src;  /* the JSON each node came from, by node number */
+	uint32_t next; /* next free node */
+	uint32_t pool; /* next free pool byte */
+};
+
+static uint32_t put_string(struct filler *f, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	uint32_t at = f->pool;
+
+	memcpy(f->t->pool + at, s, n);
+	f->pool += (uint32_t)n;
+	return at;
+}
+
+static enum jtype jtype_of(json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return is_code(v) ? J_CODE : J_OBJECT;
+	case JSON_ARRAY:
+		return J_ARRAY;
+	case JSON_STRING:
+		return J_STRING;
+	case JSON_INTEGER:
+		return J_INT;
+	case JSON_REAL:
+		return J_REAL;
+	case JSON_TRUE:
+		return J_TRUE;
+	case JSON_FALSE:
+		return J_FALSE;
+	default:
+		return J_NULL;
+	}
+}
+
+static void add_child(struct filler *f, const char *name, json_t *v)
+{
+	struct tnode *n = &f->t->nodes[f->next];
+	char num[64];
+
+	f->src[f->next++] = v;
+	n->name = put_string(f, name);
+	n->type = (uint8_t)jtype_of(v);
+	if (is_dir(v))
+		return; /* a, b, c are set when the directory's turn comes */
+	n->a = put_string(f, scalar_text(v, num, sizeof(num)));
+	n->b = (uint32_t)strlen(f->t->pool + n->a);
+	n->c = NONE;
+	if (n->type == J_CODE && json_is_string(json_object_get(v, "codeName")))
+		n->c = put_string(f, json_string_value(json_object_get(v, "codeName")));
+}
+
+/* Second pass, breadth-first: gives directory d its contiguous children. */
+static void fill_dir(struct filler *f, uint32_t d)
+{
+	struct tnode *n = &f->t->nodes[d];
+	json_t *dir = f->src[d];
+	uint32_t first = f->next;
+
+	if (json_is_object(dir)) {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach(dir, k, v) {
+			if (valid_name(k))
+				add_child(f, k, v);
+		}
+	} else {
+		char idx[24];
+		size_t i;
+		json_t *v;
+
+		json_array_foreach(dir, i, v) {
+			snprintf(idx, sizeof(idx), "%zu", i);
+			add_child(f, idx, v);
+		}
+	}
+	n->a = first;
+	n->b = f->next - first;
+	n->c = 0;
+	for (uint32_t i = first; i < f->next; i++)
+		n->c += f->t->nodes[i].type == J_OBJECT || f->t->nodes[i].type == J_ARRAY;
+}
+
+struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t errlen)
+{
+	struct sizing s = { 1, 1, 0 };
+	struct filler f = { 0 };
+	struct tree *t = NULL;
+	size_t bytes;
+
+	if (!json_is_object(image)) {
+		snprintf(errbuf, errlen, "image is not a JSON object");
+		return NULL;
+	}
+	if (size_dir(&s, image, 1) < 0) {
+		snprintf(errbuf, errlen, "JSON nested deeper than %d levels", TREE_MAX_DEPTH);
+		return NULL;
+	}
+	if (s.nodes > TREE_MAX_NODES || s.pool > UINT32_MAX / 2) {
+		snprintf(errbuf, errlen, "image too large (%zu nodes)", s.nodes);
+		return NULL;
+	}
+	bytes = sizeof(*t) + s.nodes * sizeof(struct tnode) + s.pool;
+	t = calloc(1, bytes);
+	f.src = calloc(s.nodes, sizeof(*f.src));
+	if (!t || !f.src) {
+		snprintf(errbuf, errlen, "out of memory");
+		free(t);
+		t = NULL;
+		goto out;
+	}
+	atomic_init(&t->refs, 1);
+	t->count = (uint32_t)s.nodes;
+	t->pool_len = (uint32_t)s.pool;
+	t->nodes = (struct tnode *)(t + 1);
+	t->pool = (char *)(t->nodes + s.nodes);
+	f.t = t;
+	f.next = 1;
+	f.pool = 1; /* offset 0 is the empty name of the root */
+	f.src[0] = image;
+	t->nodes[0].type = J_OBJECT;
+	for (uint32_t i = 0; i < f.next; i++) {
+		if (t->nodes[i].type == J_OBJECT || t->nodes[i].type == J_ARRAY)
+			fill_dir(&f, i);
+	}
+	if (skipped)
+		*skipped = s.skipped;
+out:
+	free(f.src);
+	return t;
+}
+
+struct tree *tree_ref(struct tree *t)
+{
+	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	return t;
+}
+
+void tree_unref(struct tree *t)
+{
+	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+		free(t);
+}
+
+uint32_t tree_count(const struct tree *t)
+{
+	return t->count;
+}
+
+size_t tree_bytes(const struct tree *t)
+{
+	return sizeof(*t) + t->count * sizeof(struct tnode) + t->pool_len;
+}
+
+int tree_equal(const struct tree *a, const struct tree *b)
+{
+	if (a->count != b->count || a->pool_len != b->pool_len)
+		return 0;
+	for (uint32_t i = 0; i < a->count; i++) {
+		const struct tnode *x = &a->nodes[i], *y = &b->nodes[i];
+
+		if (x->name != y->name || x->a != y->a || x->b != y->b || x->c != y->c ||
+		    x->type != y->type)
+			return 0;
+	}
+	return memcmp(a->pool, b->pool, a->pool_len) == 0;
+}
+
+static int node_is_dir(const struct tnode *n)
+{
+	return n->type == J_OBJECT || n->type == J_ARRAY;
+}
+
+enum tree_kind tree_kind(const struct tree *t, uint32_t node)
+{
+	return node_is_dir(&t->nodes[node]) ? TREE_DIR : TREE_FILE;
+}
+
+const char *tree_name(const struct tree *t, uint32_t node)
+{
+	return t->pool + t->nodes[node].name;
+}
+
+uint32_t tree_nchildren(const struct tree *t, uint32_t dir)
+{
+	return node_is_dir(&t->nodes[dir]) ? t->nodes[dir].b : 0;
+}
+
+uint32_t tree_nsubdirs(const struct tree *t, uint32_t dir)
+{
+	return node_is_dir(&t->nodes[dir]) ? t->nodes[dir].c : 0;
+}
+
+uint32_t tree_child(const struct tree *t, uint32_t dir, uint32_t i)
+{
+	return t->nodes[dir].a + i;
+}
+
+int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *child)
+{
+	const struct tnode *d = &t->nodes[dir];
+
+	if (!node_is_dir(d))
+		return -1;
+	if (d->type == J_ARRAY) {
+		/* Entries are "0".."n-1" in canonical form: no sign, no leading 0. */
+		char *end;
+		unsigned long i;
+
+		if (name[0] < '0' || name[0] > '9' || (name[0] == '0' && name[1]))
+			return -1;
+		i = strtoul(name, &end, 10);
+		if (*end || i >= d->b)
+			return -1;
+		*child = d->a + (uint32_t)i;
+		return 0;
+	}
+	for (uint32_t i = d->a; i < d->a + d->b; i++) {
+		if (strcmp(t->pool + t->nodes[i].name, name) == 0) {
+			*child = i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+size_t tree_size(const struct tree *t, uint32_t file)
+{
+	const struct tnode *n = &t->nodes[file];
+
+	if (node_is_dir(n) || n->type == J_NULL)
+		return 0;
+	return (size_t)n->b + 1;
+}
+
+const char *tree_value(const struct tree *t, uint32_t file)
+{
+	return node_is_dir(&t->nodes[file]) ? "" : t->pool + t->nodes[file].a;
+}
+
+size_t tree_read(const struct tree *t, uint32_t file, size_t off, char *buf, size_t len)
+{
+	size_t size = tree_size(t, file), n, vlen;
+
+	if (off >= size)
+		return 0;
+	n = size - off < len ? size - off : len;
+	vlen = size - 1; /* the value; the newline follows it */
+	if (off < vlen)
+		memcpy(buf, t->pool + t->nodes[file].a + off, n < vlen - off ? n : vlen - off);
+	if (off + n == size)
+		buf[n - 1] = '\n';
+	return n;
+}
+
+const char *tree_codename(const struct tree *t, uint32_t file)
+{
+	const struct tnode *n = &t->nodes[file];
+
+	return n->type == J_CODE && n->c != NONE ? t->pool + n->c : NULL;
+}
+
+static json_t *node_to_json(const struct tree *t, uint32_t i)
+{
+	const struct tnode *n = &t->nodes[i];
+	const char *v = t->pool + n->a;
+	json_t *j;
+
+	switch (n->type) {
+	case J_OBJECT:
+	case J_ARRAY:
+		j = n->type == J_OBJECT ? json_object() : json_array();
+		for (uint32_t c = n->a; j && c < n->a + n->b; c++) {
+			json_t *cj = node_to_json(t, c);
+
+			if (n->type == J_OBJECT)
+				json_object_set_new(j, t->pool + t->nodes[c].name, cj);
+			else
+				json_array_append_new(j, cj);
+		}
+		return j;
+	case J_CODE:
+		return json_pack("{s:s, s:o}", "code", v, "codeName",
+				 n->c == NONE ? json_null() : json_string(t->pool + n->c));
+	case J_STRING:
+		return json_string(v);
+	case J_INT:
+		return json_integer(strtoll(v, NULL, 10));
+	case J_REAL:
+		return json_real(strtod(v, NULL));
+	case J_TRUE:
+		return json_true();
+	case J_FALSE:
+		return json_false();
+	default:
+		return json_null();
+	}
+}
+
+json_t *tree_to_json(const struct tree *t)
+{
+	return node_to_json(t, 0);
+}
+
+int tree_parse_date(const char *s, int64_t *when)
+{
+	struct tm tm = { 0 };
+	int y, mo, d, h, mi, sec, n = 0, oh = 0, om = 0;
+	char sign;
+
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6)
+		return -1;
+	s += n;
+	if (*s == 'Z') {
+		s++;
+	} else if (*s == '+' || *s == '-') {
+		sign = *s++;
+		if (sscanf(s, "%2d%n", &oh, &n) != 1 || n != 2)
+			return -1;
+		s += 2;
+		if (*s == ':')
+			s++;
+		if (sscanf(s, "%2d%n", &om, &n) != 1 || n != 2)
+			return -1;
+		s += 2;
+		if (sign == '-') {
+			oh = -oh;
+			om = -om;
+		}
+	}
+	if (*s || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return -1;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	*when = (int64_t)timegm(&tm) - (oh * 3600 + om * 60);
+	return 0;
+}
+
+int tree_create_date(const struct tree *t, int64_t *when)
+{
+	uint32_t n;
+
+	if (tree_lookup(t, 0, "createDate", &n) < 0 || t->nodes[n].type != J_STRING)
+		return -1;
+	return tree_parse_date(tree_value(t, n), when);
+}

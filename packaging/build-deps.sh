@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs what building, running the demo and testing ncloudfs need, from
+# Debian's packages. Does nothing when everything is already there.
+set -eu
+PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev
+libssl-dev openssl ca-certificates python3 python3-pytest jq attr tar"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "build-deps: missing:$missing; run as root or install them" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends $missing

@@ -1,0 +1,195 @@
+/* test_tree.c: the JSON-to-tree mapping, against golden files: every
+ * golden/NAME.json is mapped and dumped (one line per node: path, kind, size,
+ * content, codeName) and compared with golden/NAME.expected. Run with
+ * REGEN=1 to rewrite the expected files after a deliberate change. */
+#include <stdlib.h>
+
+#include "testhelp.h"
+#include "tree.h"
+
+static void dump_node(const struct tree *t, uint32_t node, const char *path, FILE *out)
+{
+	if (tree_kind(t, node) == TREE_DIR) {
+		fprintf(out, "%s/\tdir\tentries=%u subdirs=%u\n", path, tree_nchildren(t, node),
+			tree_nsubdirs(t, node));
+		for (uint32_t i = 0; i < tree_nchildren(t, node); i++) {
+			uint32_t c = tree_child(t, node, i);
+			char sub[1024];
+
+			snprintf(sub, sizeof(sub), "%s/%s", path, tree_name(t, c));
+			dump_node(t, c, sub, out);
+		}
+		return;
+	}
+	char buf[4096];
+	size_t n = tree_read(t, node, 0, buf, sizeof(buf));
+
+	fprintf(out, "%s\tfile\tsize=%zu\t", path, tree_size(t, node));
+	for (size_t i = 0; i < n; i++)
+		fprintf(out, buf[i] == '\n' ? "\\n" : "%c", buf[i]);
+	if (tree_codename(t, node))
+		fprintf(out, "\tcodeName=%s", tree_codename(t, node));
+	fputc('\n', out);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	if (buf)
+		buf[n] = '\0';
+	*len = (size_t)n;
+	fclose(f);
+	return buf;
+}
+
+static void golden(const char *name)
+{
+	char in[256], exp[256], err[128];
+	json_error_t jerr;
+	json_t *j;
+	struct tree *t;
+	unsigned skipped = 0;
+	char *got = NULL, *want;
+	size_t got_len = 0, want_len = 0;
+	FILE *mem;
+
+	snprintf(in, sizeof(in), "golden/%s.json", name);
+	snprintf(exp, sizeof(exp), "golden/%s.expected", name);
+	j = json_load_file(in, 0, &jerr);
+	CHECK(j != NULL);
+	if (!j)
+		return;
+	t = tree_build(j, &skipped, err, sizeof(err));
+	CHECK(t != NULL);
+	if (!t) {
+		json_decref(j);
+		return;
+	}
+	mem = open_memstream(&got, &got_len);
+	fprintf(mem, "skipped=%u\n", skipped);
+	dump_node(t, 0, "", mem);
+	fclose(mem);
+	if (getenv("REGEN")) {
+		FILE *f = fopen(exp, "w");
+
+		fputs(got, f);
+		fclose(f);
+	}
+	want = slurp(exp, &want_len);
+	CHECK(want != NULL);
+	if (want && (got_len != want_len || memcmp(got, want, got_len) != 0)) {
+		fprintf(stderr, "%s: mapping differs from %s:\n%s", name, exp, got);
+		CHECK(0);
+	} else if (want) {
+		CHECK(1);
+	}
+	/* .json round trip: the rebuilt image maps to the very same tree. */
+	{
+		json_t *again = tree_to_json(t);
+		struct tree *t2 = tree_build(again, NULL, err, sizeof(err));
+
+		CHECK(t2 && tree_equal(t, t2));
+		tree_unref(t2);
+		json_decref(again);
+	}
+	free(want);
+	free(got);
+	tree_unref(t);
+	json_decref(j);
+}
+
+static void test_reads(void)
+{
+	json_t *j = json_pack("{s:s, s:I}", "name", "abcdef", "size", (json_int_t)10737418240);
+	char err[128], buf[16];
+	struct tree *t = tree_build(j, NULL, err, sizeof(err));
+	uint32_t n;
+
+	CHECK(tree_lookup(t, 0, "name", &n) == 0);
+	CHECK(tree_size(t, n) == 7);
+	CHECK(tree_read(t, n, 0, buf, 3) == 3 && memcmp(buf, "abc", 3) == 0);
+	CHECK(tree_read(t, n, 3, buf, 16) == 4 && memcmp(buf, "def\n", 4) == 0);
+	CHECK(tree_read(t, n, 6, buf, 16) == 1 && buf[0] == '\n');
+	CHECK(tree_read(t, n, 7, buf, 16) == 0);
+	CHECK(tree_lookup(t, 0, "size", &n) == 0);
+	CHECK_STR(tree_value(t, n), "10737418240");
+	CHECK(tree_lookup(t, 0, "nope", &n) == -1);
+	tree_unref(t);
+	json_decref(j);
+}
+
+static void test_array_names(void)
+{
+	json_t *j = json_pack("{s:[s,s,s]}", "l", "a", "b", "c");
+	char err[128];
+	struct tree *t = tree_build(j, NULL, err, sizeof(err));
+	uint32_t l, n;
+
+	CHECK(tree_lookup(t, 0, "l", &l) == 0);
+	CHECK(tree_lookup(t, l, "2", &n) == 0 && strcmp(tree_value(t, n), "c") == 0);
+	CHECK(tree_lookup(t, l, "3", &n) == -1);
+	CHECK(tree_lookup(t, l, "01", &n) == -1);
+	CHECK(tree_lookup(t, l, "+1", &n) == -1);
+	CHECK(tree_lookup(t, l, "-0", &n) == -1);
+	CHECK(tree_lookup(t, l, "", &n) == -1);
+	tree_unref(t);
+	json_decref(j);
+}
+
+static void test_limits(void)
+{
+	char err[128];
+	json_t *deep = json_object(), *cur = deep;
+	struct tree *t;
+
+	for (int i = 0; i < TREE_MAX_DEPTH + 1; i++) {
+		json_t *next = json_object();
+
+		json_object_set_new(cur, "d", next);
+		cur = next;
+	}
+	t = tree_build(deep, NULL, err, sizeof(err));
+	CHECK(t == NULL && strstr(err, "deeper") != NULL);
+	json_decref(deep);
+
+	json_t *arr = json_array();
+	CHECK(tree_build(arr, NULL, err, sizeof(err)) == NULL);
+	json_decref(arr);
+}
+
+static void test_dates(void)
+{
+	int64_t w;
+
+	CHECK(tree_parse_date("2025-06-20T09:59:39+0900", &w) == 0 && w == 1750381179);
+	CHECK(tree_parse_date("2025-06-20T00:59:39Z", &w) == 0 && w == 1750381179);
+	CHECK(tree_parse_date("2025-06-20T09:59:39+09:00", &w) == 0 && w == 1750381179);
+	CHECK(tree_parse_date("2025-06-19T19:59:39-0500", &w) == 0 && w == 1750381179);
+	CHECK(tree_parse_date("yesterday", &w) == -1);
+	CHECK(tree_parse_date("2025-13-20T09:59:39+0900", &w) == -1);
+	CHECK(tree_parse_date("2025-06-20T09:59:39+0900junk", &w) == -1);
+}
+
+int main(void)
+{
+	golden("guide-3135");
+	golden("edge");
+	test_reads();
+	test_array_names();
+	test_limits();
+	test_dates();
+	return TEST_REPORT();
+}
