@@ -13,6 +13,7 @@
 
 #include "creds.h"
 #include "fsops.h"
+#include "kio.h"
 #include "log.h"
 #include "ncp.h"
 
@@ -210,6 +211,10 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 	if (fuse_session_mount(se, co->mountpoint) != 0) {
 		ret = 1;
 		goto out_signals;
+	}
+	if (kio_install(se) != 0) {
+		ret = 1;
+		goto out_unmount;
 	}
 	fuse_daemonize(co->foreground);
 	log_setup(!co->foreground, co->debug);
