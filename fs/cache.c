@@ -649,81 +649,175 @@ static const char *row_no(json_t *row, char *buf, size_t len)
 	return cache_valid_image_no(buf) ? buf : NULL;
 }
 
-/* Fetches every page of a region's listing into one array of rows. */
-static int fetch_listing(struct cache *c, const char *region, json_t **rows)
+/* A listing as it arrives: each row already turned into a tree. */
+struct rows {
+	struct tree **trees;
+	uint64_t *nos;
+	size_t n, cap;
+};
+
+static void rows_release(struct rows *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		tree_unref(r->trees[i]);
+	free(r->trees);
+	free(r->nos);
+}
+
+/* Appends one row's tree to r. */
+static int rows_push(struct rows *r, struct tree *t, uint64_t no)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 1024;
+		struct tree **trees = realloc(r->trees, cap * sizeof(*trees));
+		uint64_t *nos = trees ? realloc(r->nos, cap * sizeof(*nos)) : NULL;
+
+		if (trees)
+			r->trees = trees;
+		if (!nos)
+			return -ENOMEM;
+		r->nos = nos;
+		r->cap = cap;
+	}
+	r->trees[r->n] = t;
+	r->nos[r->n++] = no;
+	return 0;
+}
+
+/* A share of one page's rows to turn into trees. */
+struct page_part {
+	const char *region;
+	json_t *page;
+	size_t from, to;
+	struct rows rows;
+	int err;
+};
+
+static void *map_part(void *arg)
+{
+	struct page_part *p = arg;
+	char what[96], no[24];
+
+	for (size_t i = p->from; i < p->to && !p->err; i++) {
+		json_t *row = json_array_get(p->page, i);
+		struct tree *t;
+
+		if (!row_no(row, no, sizeof(no))) {
+			log_msg(LOG_LVL_WARNING, "getServerImageList %s: skipping a row without a "
+						 "usable serverImageNo", p->region);
+			continue;
+		}
+		snprintf(what, sizeof(what), "getServerImageList %s/%s", p->region, no);
+		t = build(what, row);
+		if (t && rows_push(&p->rows, t, parse_no(no)) < 0) {
+			tree_unref(t);
+			p->err = -ENOMEM;
+		}
+	}
+	return NULL;
+}
+
+static void *free_json(void *arg)
+{
+	json_decref(arg);
+	return NULL;
+}
+
+/* Drops a page's JSON off the request's path: freeing ~10^5 values takes
+ * milliseconds that the waiting reader need not spend. */
+static void drop_page(json_t *page)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int ok;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	ok = pthread_create(&t, &attr, free_json, page) == 0;
+	pthread_attr_destroy(&attr);
+	if (!ok)
+		json_decref(page);
+}
+
+/* Turns one page's rows into trees (half of them on a second thread: the
+ * mapping is on the path of the first `ls` of a region), so that only one
+ * page of JSON is ever held at once. Consumes page. */
+static int rows_add_page(struct rows *r, const char *region, json_t *page)
+{
+	size_t n = json_array_size(page);
+	struct page_part a = { region, page, 0, n / 2, { 0 }, 0 };
+	struct page_part b = { region, page, n / 2, n, { 0 }, 0 };
+	pthread_t helper;
+	int threaded = n >= 64 && pthread_create(&helper, NULL, map_part, &b) == 0;
+	int err = 0;
+
+	if (!threaded)
+		a.to = n;
+	map_part(&a);
+	if (threaded)
+		pthread_join(helper, NULL);
+	drop_page(page);
+	err = a.err ? a.err : b.err;
+	for (int k = 0; k < 2; k++) {
+		struct rows *part = k ? &b.rows : &a.rows;
+
+		for (size_t i = 0; i < part->n; i++) {
+			if (!err && rows_push(r, part->trees[i], part->nos[i]) < 0)
+				err = -ENOMEM;
+			if (err)
+				tree_unref(part->trees[i]);
+		}
+		free(part->trees);
+		free(part->nos);
+	}
+	return err;
+}
+
+/* Fetches every page of a region's listing. */
+static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 {
 	struct ncp_error e;
-	long total = 0;
+	long total = 0, seen = 0;
 	char what[64];
+	int err = 0;
 
-	*rows = json_array();
-	if (!*rows)
-		return -ENOMEM;
-	for (long page = 1; page <= MAX_LIST_PAGES; page++) {
+	for (long page = 1; page <= MAX_LIST_PAGES && !err; page++) {
 		json_t *part = NULL;
+		size_t got;
 
 		if (ncp_image_list_page(c->client, region, page, LIST_PAGE_SIZE, &part, &total,
 					&e) < 0) {
 			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, page);
 			report(what, &e);
-			json_decref(*rows);
-			*rows = NULL;
 			return -ncp_error_errno(&e);
 		}
-		size_t got = json_array_size(part);
-
-		json_array_extend(*rows, part);
-		json_decref(part);
-		if (got < LIST_PAGE_SIZE || (long)json_array_size(*rows) >= total)
+		got = json_array_size(part);
+		err = rows_add_page(rows, region, part);
+		seen += (long)got;
+		if (got < LIST_PAGE_SIZE || seen >= total)
 			break;
 	}
-	return 0;
-}
-
-/* Turns rows into trees outside the lock; numbers go into nos. */
-static struct tree **build_rows(const char *region, json_t *rows, char (*nos)[24])
-{
-	size_t n = json_array_size(rows), i;
-	struct tree **trees = calloc(n ? n : 1, sizeof(*trees));
-	char what[96];
-	json_t *row;
-
-	if (!trees)
-		return NULL;
-	json_array_foreach(rows, i, row) {
-		if (!row_no(row, nos[i], sizeof(nos[i]))) {
-			log_msg(LOG_LVL_WARNING, "getServerImageList %s: skipping a row without a "
-						 "usable serverImageNo", region);
-			continue;
-		}
-		snprintf(what, sizeof(what), "getServerImageList %s/%s", region, nos[i]);
-		trees[i] = build(what, row);
-	}
-	return trees;
+	return err;
 }
 
 /* With c->lock held: installs listed images and the new listing. */
-static void install_listing(struct cache *c, uint32_t region, struct tree **trees,
-			    char (*nos)[24], size_t n, double when)
+static void install_listing(struct cache *c, uint32_t region, struct rows *rows, double when)
 {
 	struct region *r = &c->region[region];
-	struct cache_ids *ids = ids_new((uint32_t)n);
+	struct cache_ids *ids = ids_new((uint32_t)rows->n);
 	uint32_t mark = ++c->mark;
 
 	if (!ids)
-		goto out;
+		return;
 	ids->n = 0;
-	for (size_t i = 0; i < n; i++) {
-		int64_t idx;
+	for (size_t i = 0; i < rows->n; i++) {
+		int64_t idx = slot_of(c, region, rows->nos[i]);
 
-		if (!trees[i])
-			continue;
-		idx = slot_of(c, region, parse_no(nos[i]));
 		if (idx < 0 || c->slot[idx].mark == mark)
 			continue; /* out of memory, or listed twice */
 		c->slot[idx].mark = mark;
-		install_image(c, (uint32_t)idx, trees[i], when);
-		trees[i] = NULL;
+		install_image(c, (uint32_t)idx, rows->trees[i], when);
+		rows->trees[i] = NULL;
 		ids->ids[ids->n++] = (uint32_t)idx;
 	}
 	/* Images no longer listed are asked for again on their next lookup. */
@@ -744,19 +838,13 @@ static void install_listing(struct cache *c, uint32_t region, struct tree **tree
 	} else {
 		ids_unref_locked(ids);
 	}
-out:
-	for (size_t i = 0; i < n; i++)
-		tree_unref(trees[i]);
 }
 
 int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, double *left)
 {
-	struct tree **trees = NULL;
-	char(*nos)[24] = NULL;
-	json_t *rows = NULL;
+	struct rows rows = { 0 };
 	char code[16];
 	struct region *r;
-	size_t n = 0;
 	double when;
 	int err = 0;
 
@@ -773,21 +861,12 @@ int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, doub
 
 	when = now_mono();
 	err = fetch_listing(c, code, &rows);
-	if (!err) {
-		n = json_array_size(rows);
-		nos = calloc(n ? n : 1, sizeof(*nos));
-		trees = nos ? build_rows(code, rows, nos) : NULL;
-		if (!trees)
-			err = -ENOMEM;
-	}
-	json_decref(rows);
 
 	pthread_mutex_lock(&c->lock);
 	if (!err)
-		install_listing(c, region, trees, nos, n, when);
+		install_listing(c, region, &rows, when);
 	flight_land(c, &c->region[region].flight, err);
-	free(trees);
-	free(nos);
+	rows_release(&rows);
 done:
 	r = &c->region[region];
 	if (!err && !r->listing)

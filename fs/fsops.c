@@ -865,9 +865,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	/* Lookups in one directory (many images of a region) must overlap. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
-	log_msg(LOG_LVL_DEBUG, "kernel protocol %u.%u, zero-round-trip opens %s",
-		conn->proto_major, conn->proto_minor, fs->no_open ? "on" : "off");
+	log_msg(LOG_LVL_DEBUG, "kernel protocol %u.%u, capable %#x, want %#x, zero-round-trip opens %s",
+		conn->proto_major, conn->proto_minor, conn->capable, conn->want, fs->no_open ? "on" : "off");
 }
 
 /* Every way of writing is refused; the mount is read-only as well. */

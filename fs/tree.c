@@ -29,6 +29,8 @@ struct tree {
 	atomic_uint refs;
 	uint32_t count;
 	uint32_t pool_len;
+	int has_date;
+	int64_t date; /* createDate, parsed once */
 	struct tnode *nodes; /* points into this same block */
 	char *pool;
 };
@@ -277,6 +279,13 @@ struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t e
 	}
 	if (skipped)
 		*skipped = s.skipped;
+	{
+		uint32_t n;
+
+		t->has_date = tree_lookup(t, 0, "createDate", &n) == 0 &&
+			      t->nodes[n].type == J_STRING &&
+			      tree_parse_date(tree_value(t, n), &t->date) == 0;
+	}
 out:
 	free(f.src);
 	return t;
@@ -494,9 +503,8 @@ int tree_parse_date(const char *s, int64_t *when)
 
 int tree_create_date(const struct tree *t, int64_t *when)
 {
-	uint32_t n;
-
-	if (tree_lookup(t, 0, "createDate", &n) < 0 || t->nodes[n].type != J_STRING)
+	if (!t->has_date)
 		return -1;
-	return tree_parse_date(tree_value(t, n), when);
+	*when = t->date;
+	return 0;
 }
