@@ -28,7 +28,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all check unit e2e demo clean install fuzz bench format-check
+.PHONY: all check unit e2e demo clean install bench
 all: ncloudfs
 
 ncloudfs: fs/main.o $(LIB_OBJ)
@@ -56,3 +56,6 @@ clean:
 
 install: ncloudfs
 	install -D -m 0755 ncloudfs $(DESTDIR)$(PREFIX)/bin/ncloudfs
+
+bench: ncloudfs
+	/usr/bin/python3 tests/bench/bench.py $(if $(RUNS),--runs $(RUNS))
