@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -720,6 +723,9 @@ static void *map_part(void *arg)
 static void *free_json(void *arg)
 {
 	json_decref(arg);
+#ifdef __GLIBC__
+	malloc_trim(0); /* give the page's memory back: only the trees stay */
+#endif
 	return NULL;
 }
 

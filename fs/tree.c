@@ -59,15 +59,23 @@ static int valid_name(const char *k)
 	       !strchr(k, '/');
 }
 
-/* Shortest "%.*g" that reads back as the same double. */
+/* A real as the API most likely printed it: the fewest significant digits
+ * that read back as the same double, in plain notation unless the exponent
+ * is far out (as Python's and JavaScript's printers do): 100.0, 0.1, 1e-07. */
 static void format_real(double d, char *buf, size_t len)
 {
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, len, "%.*g", prec, d);
+	int prec, exp;
+
+	for (prec = 1; prec < 17; prec++) {
+		snprintf(buf, len, "%.*e", prec - 1, d);
 		if (strtod(buf, NULL) == d)
 			break;
 	}
-	if (!strpbrk(buf, ".eEn") && strlen(buf) + 2 < len)
+	exp = (int)strtol(strchr(buf, 'e') + 1, NULL, 10); /* our own %e output */
+	if (exp < -4 || exp >= 16)
+		return;
+	snprintf(buf, len, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, d);
+	if (!strchr(buf, '.') && strlen(buf) + 2 < len)
 		strncat(buf, ".0", len - strlen(buf) - 1); /* keep it a real in JSON */
 }
 
