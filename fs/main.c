@@ -32,6 +32,8 @@ struct options {
 	char *negative_ttl;
 	char *timeout;
 	char *max_threads;
+	char *retries;
+	char *stale;
 	int help;
 	int version;
 };
@@ -48,6 +50,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("negative_ttl=%s", negative_ttl),
 	OPT("timeout=%s", timeout),
 	OPT("max_threads=%s", max_threads),
+	OPT("retries=%s", retries),
+	OPT("stale=%s", stale),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -83,6 +87,10 @@ static void usage(const char *prog)
 	       "    -o ttl=SECONDS          keep answers this long (default 60; 0: no caching)\n"
 	       "    -o negative_ttl=SECONDS remember missing images this long (default 10)\n"
 	       "    -o timeout=SECONDS      bound on each API request (default 10)\n"
+	       "    -o retries=N            tries again after a 429, 5xx, reset or timeout\n"
+	       "                            (default 3; exponential backoff with jitter)\n"
+	       "    -o stale=SECONDS        when a refresh fails, serve the last good answer\n"
+	       "                            this long past its ttl (default 300; 0: never)\n"
 	       "    -o api_url=URL          API gateway (default: $NCLOUD_API_GW, else the\n"
 	       "                            profile's ncloud_api_url, else %s)\n"
 	       "    -o cafile=PATH          also trust the CA certificates in PATH\n"
@@ -124,7 +132,7 @@ static int parse_seconds(const char *name, const char *s, double min, double *ou
 	return 0;
 }
 
-static int parse_count(const char *name, const char *s, long max, long *out)
+static int parse_count(const char *name, const char *s, long min, long max, long *out)
 {
 	char *end;
 	long v;
@@ -133,9 +141,9 @@ static int parse_count(const char *name, const char *s, long max, long *out)
 		return 0;
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (end == s || *end || errno || v < 1 || v > max) {
-		fprintf(stderr, "ncloudfs: invalid %s '%s': expected a whole number from 1 to %ld\n",
-			name, s, max);
+	if (end == s || *end || errno || v < min || v > max) {
+		fprintf(stderr, "ncloudfs: invalid %s '%s': expected a whole number from %ld to %ld\n",
+			name, s, min, max);
 		return -1;
 	}
 	*out = v;
@@ -146,7 +154,8 @@ struct settings {
 	struct fsops_opts fs;
 	double timeout;
 	long max_threads;
-	const char *api_url;
+	long retries;
+	char *api_url; /* owned */
 };
 
 /* Makes *path absolute: the daemon leaves the working directory. */
@@ -167,10 +176,14 @@ static int check_options(struct options *o, struct settings *s)
 	s->fs.negative_ttl = 10;
 	s->timeout = 10;
 	s->max_threads = 64;
+	s->retries = 3;
+	s->fs.stale = 300;
 	if (parse_seconds("ttl", o->ttl, 0, &s->fs.ttl) < 0 ||
+	    parse_seconds("stale", o->stale, 0, &s->fs.stale) < 0 ||
+	    parse_count("retries", o->retries, 0, 20, &s->retries) < 0 ||
 	    parse_seconds("negative_ttl", o->negative_ttl, 0, &s->fs.negative_ttl) < 0 ||
 	    parse_seconds("timeout", o->timeout, 0.001, &s->timeout) < 0 ||
-	    parse_count("max_threads", o->max_threads, 1024, &s->max_threads) < 0)
+	    parse_count("max_threads", o->max_threads, 1, 1024, &s->max_threads) < 0)
 		return -1;
 	if (o->cafile && (access(o->cafile, R_OK) != 0 || absolute(&o->cafile) < 0)) {
 		fprintf(stderr, "ncloudfs: cannot read cafile '%s': %s\n", o->cafile,
@@ -252,7 +265,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts co = { 0 };
 	struct options o = { 0 };
 	struct ncp_creds cr = { 0 };
-	struct settings s;
+	struct settings s = { 0 };
 	struct ncp_config nc;
 	struct ncp_client *client = NULL;
 	struct fsops *fs = NULL;
@@ -282,9 +295,11 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "ncloudfs: %s\n", err);
 		goto out;
 	}
-	s.api_url = pick_api_url(&o, &cr);
-	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key, o.cafile,
-				  (long)ceil(s.timeout) };
+	s.api_url = strdup(pick_api_url(&o, &cr));
+	if (!s.api_url)
+		goto out;
+	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key, o.cafile, s.timeout,
+				  (int)s.retries };
 	client = ncp_client_new(&nc, err, sizeof(err));
 	if (!client) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
@@ -320,5 +335,8 @@ out:
 	free(o.negative_ttl);
 	free(o.timeout);
 	free(o.max_threads);
+	free(s.api_url);
+	free(o.retries);
+	free(o.stale);
 	return ret;
 }
