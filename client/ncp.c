@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
@@ -54,7 +55,8 @@ struct ncp_client {
 	char *access_key;
 	char *secret_key;
 	char *cafile;
-	long timeout_s;
+	double timeout_s;
+	int retries;
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t pool_lock;
@@ -370,7 +372,7 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 static struct pooled *handle_new(struct ncp_client *c)
 {
 	struct pooled *p = calloc(1, sizeof(*p));
-	long connect_s =
+	double connect_s =
 	    c->timeout_s < NCP_CONNECT_TIMEOUT_MAX ? c->timeout_s : NCP_CONNECT_TIMEOUT_MAX;
 	CURLcode rc = CURLE_OK;
 
@@ -387,8 +389,8 @@ static struct pooled *handle_new(struct ncp_client *c)
 	SETOPT(p->h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->cafile)
 		SETOPT(p->h, CURLOPT_CAINFO, c->cafile);
-	SETOPT(p->h, CURLOPT_TIMEOUT, c->timeout_s);
-	SETOPT(p->h, CURLOPT_CONNECTTIMEOUT, connect_s);
+	SETOPT(p->h, CURLOPT_TIMEOUT_MS, (long)(c->timeout_s * 1000));
+	SETOPT(p->h, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_s * 1000));
 	SETOPT(p->h, CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	SETOPT(p->h, CURLOPT_PROTOCOLS_STR, "https,http");
@@ -434,6 +436,17 @@ static void pool_put(struct ncp_client *c, struct pooled *p)
 }
 
 /* Splits api_url into origin, path and authority with libcurl's URL parser. */
+/* Loopback hosts, where plain http:// cannot be read off the wire. */
+static int loopback_host(const char *host)
+{
+	struct in_addr a4;
+
+	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
+	    strcmp(host, "::1") == 0)
+		return 1;
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
 static int parse_api_url(struct ncp_client *c, const char *url, char *errbuf, size_t errlen)
 {
 	CURLU *u = NULL;
@@ -475,6 +488,11 @@ static int parse_api_url(struct ncp_client *c, const char *url, char *errbuf, si
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
 		snprintf(errbuf, errlen, "invalid API URL %s", url);
+		goto out;
+	}
+	if (strcasecmp(scheme, "http") == 0 && !loopback_host(host)) {
+		snprintf(errbuf, errlen, "refusing plain http:// to %s: only https:// may leave this "
+					 "machine", host);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
@@ -576,6 +594,7 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 	}
 	atomic_init(&c->connections, 0);
 	c->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : NCP_TIMEOUT_DEFAULT;
+	c->retries = cfg->retries > 0 ? cfg->retries : 0;
 
 	if (parse_api_url(c, cfg->api_url, errbuf, errlen) < 0)
 		goto out;
@@ -712,8 +731,11 @@ oom:
 
 /* One signed GET. Returns 0 when an HTTP answer arrived (any status). */
 static int perform(struct ncp_client *c, const char *url, const char *uri, struct body *b,
-		   long *status, struct ncp_error *err)
+		   long *status, double *retry_after, struct ncp_error *err)
 {
+	curl_off_t after = -1;
+
+	*retry_after = -1;
 	char ts[32], sig[64], line[NCP_ACCESS_KEY_MAX + 64];
 	struct curl_slist *headers = NULL, *t;
 	struct pooled *p = NULL;
@@ -754,6 +776,8 @@ static int perform(struct ncp_client *c, const char *url, const char *uri, struc
 	if (rc == CURLE_OK)
 		rc = curl_easy_perform(p->h);
 	curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, status);
+	*retry_after = curl_easy_getinfo(p->h, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
+			       after > 0 ? (double)after : -1;
 	if (curl_easy_getinfo(p->h, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
 		atomic_fetch_add(&c->connections, nconn);
 	err->http_status = *status;
@@ -778,13 +802,43 @@ out:
 	return ret;
 }
 
+/* Worth another try: no answer at all (reset, timeout, refused), 429 or 5xx. */
+static int retryable(int answered, long status, const struct ncp_error *err)
+{
+	if (!answered)
+		return strstr(err->message, "exceeds 16 MiB") == NULL &&
+		       strstr(err->message, "out of memory") == NULL;
+	return status == 429 || status >= 500;
+}
+
+/* Sleeps before try number attempt + 1: exponential from 250 ms, capped at
+ * 8 s, with full jitter so that many readers do not retry in step; a
+ * Retry-After is honoured up to the request timeout. */
+static void backoff(const struct ncp_client *c, int attempt, double retry_after)
+{
+	double cap = 0.25 * (double)(1u << (attempt < 5 ? attempt : 5)), wait;
+	unsigned int seed = (unsigned int)(uintptr_t)&cap ^ (unsigned int)time(NULL);
+	struct timespec ts;
+
+	if (cap > 8)
+		cap = 8;
+	wait = cap / 2 + cap / 2 * ((double)rand_r(&seed) / RAND_MAX);
+	if (retry_after > 0)
+		wait = retry_after < c->timeout_s ? retry_after : c->timeout_s;
+	ts.tv_sec = (time_t)wait;
+	ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 static int call(struct ncp_client *c, const char *action, const struct ncp_param *params,
 		size_t nparams, json_t **payload, struct ncp_error *err, enum shape *shape)
 {
 	struct body b = {0};
 	char *uri = NULL, *url = NULL;
+	double retry_after;
 	long status = 0;
-	int rc = -1;
+	int rc = -1, answered, attempt = 0;
 
 	*payload = NULL;
 	*shape = SHAPE_NONE;
@@ -795,11 +849,22 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 	}
 	if (build_target(c, action, params, nparams, &uri, &url, err) < 0)
 		goto out;
-	/* A retry loop belongs around these two: each attempt must be signed
-	 * anew, since the gateway refuses stale timestamps. */
-	if (perform(c, url, uri, &b, &status, err) < 0)
-		goto out;
-	rc = decode(action, status, b.data, b.len, payload, err, shape);
+	for (;; attempt++) {
+		/* Signed anew each time: the gateway refuses stale timestamps. */
+		free(b.data);
+		memset(&b, 0, sizeof(b));
+		err_clear(err, 0);
+		answered = perform(c, url, uri, &b, &status, &retry_after, err) == 0;
+		if (answered) {
+			rc = decode(action, status, b.data, b.len, payload, err, shape);
+			if (rc == 0)
+				break;
+		}
+		if (attempt >= c->retries || !retryable(answered, status, err))
+			break;
+		backoff(c, attempt, retry_after);
+	}
+	err->attempts = attempt + 1;
 out:
 	free(b.data);
 	free(uri);

@@ -23,6 +23,7 @@ struct ncp_error {
 	long http_status;   /* 0 when no HTTP answer arrived */
 	char code[32];      /* errorCode / returnCode when the API gave one */
 	char message[256];  /* the API's own message, or curl's, or ours */
+	int attempts;       /* requests sent for this call (retries + 1) */
 };
 
 /* Everything the client needs; strings are copied by ncp_client_new. */
@@ -31,7 +32,8 @@ struct ncp_config {
 	const char *access_key;
 	const char *secret_key;
 	const char *cafile;     /* extra CA bundle, or NULL */
-	long timeout_s;         /* bound on each request, whole transfer */
+	double timeout_s;       /* bound on each request, whole transfer */
+	int retries;            /* further tries after a 429, 5xx, reset or timeout */
 };
 
 struct ncp_client;
@@ -42,14 +44,17 @@ struct ncp_param {
 	const char *value;
 };
 
-/* Creates a client; NULL with a message in errbuf on failure. */
+/* Creates a client; NULL with a message in errbuf on failure. The URL must
+ * be https://, or http:// to a loopback host (127.0.0.0/8, ::1, localhost). */
 struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, size_t errlen);
 /* Frees the client and wipes its copy of the secret key. */
 void ncp_client_free(struct ncp_client *c);
 
 /* Calls GET /vserver/v2/<action>?<params>&responseFormatType=json. On success
  * returns 0 and sets *payload to a new reference to the "<action>Response"
- * object. On failure returns -1 and fills *err. Thread-safe. */
+ * object. On failure returns -1 and fills *err. A 429, a 5xx, a reset or a
+ * timeout is tried again up to cfg->retries times, after an exponential,
+ * jittered backoff that honours Retry-After (up to the timeout). Thread-safe. */
 int ncp_call(struct ncp_client *c, const char *action, const struct ncp_param *params,
 	     size_t nparams, json_t **payload, struct ncp_error *err);
 
