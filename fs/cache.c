@@ -36,18 +36,21 @@ struct slot {
 	uint64_t no;
 	struct tree *tree; /* current data, or NULL */
 	struct tree *prev; /* the data of generation gen - 1, for inodes still using it */
-	double fetched;    /* monotonic time of the answer; -1: never or forgotten */
+	double fetched;    /* monotonic time the answer counts from; -1: never or forgotten */
+	double good;       /* monotonic time of the last good answer */
 	uint32_t region;
 	uint32_t mark; /* listing build that last saw this slot */
 	uint16_t gen;
 	uint8_t state;
+	uint8_t warned; /* a stale answer was logged since the last good one */
 	struct flight flight;
 };
 
 struct region {
 	char code[16];
 	struct cache_ids *listing; /* NULL until listed */
-	double listed;
+	double listed, good;
+	uint8_t warned;
 	int64_t mtime;
 	struct flight flight;
 };
@@ -62,7 +65,8 @@ struct cache {
 	int64_t start_wall;
 
 	struct cache_ids *regions; /* NULL until fetched */
-	double regions_fetched;
+	double regions_fetched, regions_good;
+	uint8_t regions_warned;
 	int64_t regions_mtime;
 	struct flight regions_flight;
 	struct region region[MAX_REGIONS]; /* every region ever seen; ids never reused */
@@ -99,6 +103,26 @@ static double ttl_left(double fetched, double ttl)
 static int fresh(double fetched, double ttl)
 {
 	return fetched >= 0 && now_mono() < fetched + ttl;
+}
+
+/* Stale-if-error: after a failed refresh, may the answer last good at `good`
+ * stand in? If so, sets *fetched so that it is fresh again until the next try
+ * (at most ttl away, never past good + ttl + stale), logs one warning until
+ * the next good answer, and returns 1. */
+static int serve_stale(struct cache *c, const char *what, double good, double *fetched,
+		       uint8_t *warned)
+{
+	double now = now_mono(), until = good + c->opts.stale;
+
+	if (c->opts.stale <= 0 || good < 0 || now >= until + c->opts.ttl)
+		return 0;
+	*fetched = now < until ? now : until;
+	if (!*warned)
+		log_msg(LOG_LVL_WARNING, "%s: refresh failed; serving the answer from %.0f s ago "
+					 "for up to %.0f s more", what, now - good,
+			until + c->opts.ttl - now);
+	*warned = 1;
+	return 1;
 }
 
 /* With c->lock held. Returns 1 when the caller now owns the fetch (and must
@@ -176,7 +200,7 @@ struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts
 	c->arg = arg;
 	c->start_wall = now_wall();
 	c->regions_mtime = c->start_wall;
-	c->regions_fetched = -1;
+	c->regions_fetched = c->regions_good = -1;
 	return c;
 }
 
@@ -247,7 +271,7 @@ static int64_t region_id(struct cache *c, const char *code)
 	r = &c->region[c->nregion];
 	memset(r, 0, sizeof(*r));
 	snprintf(r->code, sizeof(r->code), "%s", code);
-	r->listed = -1;
+	r->listed = r->good = -1;
 	r->mtime = now_wall();
 	return c->nregion++;
 }
@@ -276,7 +300,8 @@ static void install_regions(struct cache *c, json_t *list)
 			break;
 		ids->ids[ids->n++] = (uint32_t)id;
 	}
-	c->regions_fetched = now_mono();
+	c->regions_fetched = c->regions_good = now_mono();
+	c->regions_warned = 0;
 	if (ids_equal(c->regions, ids)) {
 		ids_unref_locked(ids);
 		return;
@@ -307,6 +332,9 @@ static int regions_locked(struct cache *c)
 	pthread_mutex_lock(&c->lock);
 	if (!err)
 		install_regions(c, list);
+	else if (c->regions && serve_stale(c, "getRegionList", c->regions_good,
+					   &c->regions_fetched, &c->regions_warned))
+		err = 0;
 	flight_land(c, &c->regions_flight, err);
 	json_decref(list);
 	return err;
@@ -465,7 +493,7 @@ static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
 	memset(s, 0, sizeof(*s));
 	s->no = no;
 	s->region = region;
-	s->fetched = -1;
+	s->fetched = s->good = -1;
 	*h = c->nslot + 1;
 	return c->nslot++;
 }
@@ -482,7 +510,8 @@ static void install_image(struct cache *c, uint32_t idx, struct tree *t, double 
 	struct slot *s = &c->slot[idx];
 	char no[24];
 
-	s->fetched = when;
+	s->fetched = s->good = when;
+	s->warned = 0;
 	if (t && s->tree && tree_equal(s->tree, t)) {
 		tree_unref(t);
 		s->state = SLOT_OK;
@@ -598,8 +627,16 @@ int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct 
 	pthread_mutex_unlock(&c->lock);
 	err = fetch_image(c, code, no, &t);
 	pthread_mutex_lock(&c->lock);
-	if (!err)
+	s = &c->slot[idx];
+	if (!err) {
 		install_image(c, (uint32_t)idx, t, now_mono());
+	} else if (s->state == SLOT_OK) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s/%s", code, no);
+		if (serve_stale(c, what, s->good, &s->fetched, &s->warned))
+			err = 0;
+	}
 	flight_land(c, &c->slot[idx].flight, err);
 	if (err)
 		goto out;
@@ -833,7 +870,8 @@ static void install_listing(struct cache *c, uint32_t region, struct rows *rows,
 		if (s->mark != mark)
 			s->fetched = -1;
 	}
-	r->listed = when;
+	r->listed = r->good = when;
+	r->warned = 0;
 	if (!ids_equal(r->listing, ids)) {
 		if (r->listing) {
 			r->mtime = now_wall();
@@ -869,8 +907,16 @@ int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, doub
 	err = fetch_listing(c, code, &rows);
 
 	pthread_mutex_lock(&c->lock);
-	if (!err)
+	r = &c->region[region];
+	if (!err) {
 		install_listing(c, region, &rows, when);
+	} else if (r->listing) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "getServerImageList %s", code);
+		if (serve_stale(c, what, r->good, &r->listed, &r->warned))
+			err = 0;
+	}
 	flight_land(c, &c->region[region].flight, err);
 	rows_release(&rows);
 done:

@@ -17,6 +17,8 @@ struct cache;
 struct cache_opts {
 	double ttl;          /* seconds an answer stays fresh */
 	double negative_ttl; /* seconds "no such image" stays fresh */
+	double stale;        /* seconds past ttl a good answer may stand in for a
+				failed refresh (stale-if-error) */
 };
 
 /* What changed, for the filesystem to tell the kernel. */

@@ -998,7 +998,7 @@ const struct fuse_lowlevel_ops *fsops_ops(void)
 struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts)
 {
 	struct fsops *fs = calloc(1, sizeof(*fs));
-	struct cache_opts co = { opts->ttl, opts->negative_ttl };
+	struct cache_opts co = { opts->ttl, opts->negative_ttl, opts->stale };
 
 	if (!fs)
 		return NULL;

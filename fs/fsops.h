@@ -13,6 +13,7 @@ struct fsops;
 struct fsops_opts {
 	double ttl;
 	double negative_ttl;
+	double stale; /* serve the last good answer this long past ttl on errors */
 };
 
 /* Creates the filesystem over client (borrowed). NULL on out of memory. */
