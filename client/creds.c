@@ -209,6 +209,14 @@ static int read_capped(const char *path, char **text, size_t *len, char *errbuf,
 			 path);
 		goto out;
 	}
+	/* It holds a secret: refuse it when others may read or change it, as ssh
+	 * does with private keys. */
+	if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
+		snprintf(errbuf, errlen,
+			 "NCP configuration %s is accessible by group or others (mode %03o); "
+			 "run: chmod 600 %s", path, (unsigned)(st.st_mode & 0777), path);
+		goto out;
+	}
 	for (;;) {
 		if (n == cap) {
 			if (cap > CREDS_FILE_MAX) {
@@ -250,6 +258,20 @@ out:
 	}
 	close(fd);
 	return err;
+}
+
+void creds_scrub_env(void)
+{
+	static const char *const names[] = { "NCLOUD_SECRET_ACCESS_KEY", "NCLOUD_SECRET_KEY" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char *v = getenv(names[i]);
+
+		/* In place: /proc/PID/environ shows the process's original copy. */
+		if (v)
+			OPENSSL_cleanse(v, strlen(v));
+		unsetenv(names[i]);
+	}
 }
 
 static int take_env(char **slot, const char *a, const char *b)

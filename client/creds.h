@@ -27,6 +27,10 @@ int creds_load(struct ncp_creds *c, const char *config_path, const char *profile
  * section exists, 1 when it does not, -1 when out of memory. */
 int creds_parse_ini(struct ncp_creds *c, const char *text, size_t len, const char *section);
 
+/* Wipes the secret key from this process's environment (in place, so that
+ * /proc/PID/environ no longer shows it) and removes the variables. */
+void creds_scrub_env(void);
+
 /* Frees the strings, wiping the secret first. */
 void creds_release(struct ncp_creds *c);
 

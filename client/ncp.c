@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/x509.h>
 
 #ifndef NCLOUDFS_VERSION
 #define NCLOUDFS_VERSION "unknown"
@@ -436,6 +437,17 @@ static void pool_put(struct ncp_client *c, struct pooled *p)
 }
 
 /* Splits api_url into origin, path and authority with libcurl's URL parser. */
+/* Whether path holds at least one certificate that OpenSSL can load. */
+static int has_certificate(const char *path)
+{
+	X509_STORE *store = X509_STORE_new();
+	int ok = store && X509_STORE_load_file(store, path) == 1 &&
+		 sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) > 0;
+
+	X509_STORE_free(store);
+	return ok;
+}
+
 /* Loopback hosts, where plain http:// cannot be read off the wire. */
 static int loopback_host(const char *host)
 {
@@ -560,6 +572,10 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 	if (cfg->cafile && access(cfg->cafile, R_OK) != 0) {
 		snprintf(errbuf, errlen, "cannot read CA file %s: %s", cfg->cafile,
 			 strerror(errno));
+		return NULL;
+	}
+	if (cfg->cafile && !has_certificate(cfg->cafile)) {
+		snprintf(errbuf, errlen, "CA file %s holds no PEM certificate", cfg->cafile);
 		return NULL;
 	}
 	pthread_once(&global_once, global_init);

@@ -306,6 +306,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	creds_release(&cr); /* the client holds its own copy of the secret */
+	creds_scrub_env();
 	fs = fsops_new(client, &s.fs);
 	if (!fs) {
 		fprintf(stderr, "ncloudfs: out of memory\n");

@@ -154,6 +154,7 @@ static char *write_file(const char *name, const char *text)
 		fputs(text, f);
 		fclose(f);
 	}
+	chmod(path, 0600); /* as `ncloud configure` leaves it; others are refused */
 	return path;
 }
 
@@ -172,6 +173,27 @@ static void check_no_secret(const char *msg)
 {
 	CHECK(strstr(msg, SECRET_FILE) == NULL);
 	CHECK(strstr(msg, SECRET_ENV) == NULL);
+}
+
+/* A file that group or others may read or write is refused, by name. */
+static void test_load_mode(const char *path)
+{
+	static const mode_t bad[] = { 0644, 0640, 0604, 0620, 0602 };
+	struct ncp_creds c;
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		chmod(path, bad[i]);
+		CHECK(creds_load(&c, path, NULL, err, sizeof(err)) == -1);
+		CHECK(strstr(err, path) != NULL);
+		CHECK(strstr(err, "chmod 600") != NULL);
+		check_no_secret(err);
+		CHECK(c.secret_key == NULL);
+	}
+	chmod(path, 0400);
+	CHECK(creds_load(&c, path, NULL, err, sizeof(err)) == 0);
+	creds_release(&c);
+	chmod(path, 0600);
 }
 
 static void test_load_file(const char *path)
@@ -403,6 +425,7 @@ int main(void)
 	test_parse();
 	path = write_file("configure", config_text);
 	test_load_file(path);
+	test_load_mode(path);
 	test_load_env(path);
 	test_load_missing(path);
 	test_load_big();
