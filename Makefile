@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 WARN += -Werror
 endif
 ifneq ($(SANITIZE),)
-SAN := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SAN := -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -DNCLOUDFS_VERSION='"$(VERSION)"' $(WARN) $(SAN) \
 	-Iclient -Ifs $(PKG_CFLAGS) $(CFLAGS)
@@ -28,13 +28,18 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all check unit e2e demo clean install bench
+.PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE
 all: ncloudfs
+
+# Objects are rebuilt when the flags change (e.g. SANITIZE=address,undefined).
+.build-flags: FORCE
+	@echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' | cmp -s - $@ || \
+		echo '$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)' > $@
 
 ncloudfs: fs/main.o $(LIB_OBJ)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-%.o: %.c $(wildcard client/*.h fs/*.h)
+%.o: %.c $(wildcard client/*.h fs/*.h) .build-flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 tests/unit/test_%: tests/unit/test_%.c tests/unit/testhelp.h $(LIB_OBJ)
@@ -46,13 +51,44 @@ unit: $(UNIT_BIN)
 e2e: ncloudfs
 	$(PYTEST) -q tests/e2e
 
-check: unit e2e
+check: unit fuzz-replay e2e
+
+# Fuzzing (clang, libFuzzer): every parser has a target in tests/fuzz/;
+# fuzz-replay runs their seed corpora without libFuzzer, as part of check.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SRC := $(CLIENT_SRC) fs/tree.c fs/log.c
+fuzz-replay: $(FUZZ_TARGETS:%=tests/fuzz/replay_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== replay $$t"; tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; done
+
+tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRC) .build-flags
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz_$*.c tests/fuzz/replay.c \
+		$(FUZZ_SRC) $(LIBS)
+
+tests/fuzz/libfuzzer_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+		-Iclient -Ifs $(PKG_CFLAGS) -o $@ tests/fuzz/fuzz_$*.c $(FUZZ_SRC) $(LIBS)
+
+fuzz: $(FUZZ_TARGETS:%=tests/fuzz/libfuzzer_%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; mkdir -p tests/fuzz/findings/$$t; \
+		tests/fuzz/libfuzzer_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=tests/fuzz/findings/$$t/ tests/fuzz/findings/$$t \
+			tests/fuzz/corpus/$$t; done
+
+soak: ncloudfs
+	/usr/bin/python3 tests/soak/soak.py
+
+memcheck: ncloudfs
+	bash tests/memcheck.sh
 
 demo: ncloudfs
 	/usr/bin/python3 tests/demo.py $(if $(MNT),--mnt $(MNT))
 
 clean:
-	rm -f ncloudfs fs/*.o client/*.o $(UNIT_BIN)
+	rm -f ncloudfs fs/*.o client/*.o $(UNIT_BIN) .build-flags tests/fuzz/replay_* \
+		tests/fuzz/libfuzzer_*
 
 install: ncloudfs
 	install -D -m 0755 ncloudfs $(DESTDIR)$(PREFIX)/bin/ncloudfs

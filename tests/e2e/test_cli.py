@@ -1,0 +1,335 @@
+"""The command line end to end: help and version, credentials and their sources, the gateway's
+precedence, bad options, signals and unmounting, and how the mount shows in mountinfo."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+import emu
+
+DEAD = "https://127.0.0.1:1"  # nothing listens there: using it fails every read
+NO_ENV_KEYS = {"NCLOUD_ACCESS_KEY_ID": None, "NCLOUD_SECRET_ACCESS_KEY": None}
+ACTIONS = ("getRegionList", "getServerImageList", "getServerImageDetail")
+WRONG_ID, WRONG_SECRET = "NCPWRONGACCESSKEY999", "wrong-secret-0000000000"
+
+
+def run_daemon(*args, env=None):
+    """Run ./ncloudfs with args to completion; return the CompletedProcess (text)."""
+    env = env if env is not None else {k: v for k, v in os.environ.items()
+                                       if not k.startswith("NCLOUD_")}
+    return subprocess.run([str(emu.DAEMON), *args], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=20)
+
+
+def mountinfo_entry(path):
+    """Return (mount options, fstype, source, super options) of the mount at path, or None."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            fields, rest = fields.split(), rest.split()
+            if emu.OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]) == path:
+                return set(fields[5].split(",")), rest[0], rest[1], set(rest[2].split(","))
+    return None
+
+
+def write_config(path, sections):
+    """Write an ncloud configure file (mode 0600) from {section: {key: value}}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join("[%s]\n%s\n" % (name, "".join("%s = %s\n" % kv for kv in keys.items()))
+                   for name, keys in sections.items())
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def keys(emulator, api_url=None):
+    """The configure keys of the emulator's key pair (and a gateway, if given)."""
+    section = {"ncloud_access_key_id": emulator.access_key,
+               "ncloud_secret_access_key": emulator.secret_key}
+    if api_url:
+        section["ncloud_api_url"] = api_url
+    return section
+
+
+def wrong_keys(api_url=None):
+    """Configure keys that the emulator refuses (and a gateway, if given)."""
+    section = {"ncloud_access_key_id": WRONG_ID, "ncloud_secret_access_key": WRONG_SECRET}
+    if api_url:
+        section["ncloud_api_url"] = api_url
+    return section
+
+
+def assert_works(m):
+    """The mount answers from the emulator, then unmounts with exit 0."""
+    assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    with open(m.path / "KR" / "3135" / "osType") as f:
+        assert f.read() == "UBUNTU\n"
+    assert m.unmount() == 0
+
+
+def assert_refused(m, emulator, *words):
+    """The daemon exited non-zero without mounting or calling the API; its message has words."""
+    assert m.returncode not in (None, 0), m.log()
+    assert not emu.mountinfo_has(m.path)
+    assert emulator.counts()["calls"] == dict.fromkeys(ACTIONS, 0)
+    for word in words:
+        assert word in m.log(), (word, m.log())
+
+
+# --- help and version ---------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_option_and_variable(flag):
+    """--help exits 0 and names every ncloudfs option and environment variable."""
+    done = run_daemon(flag)
+    assert done.returncode == 0, done
+    for word in ("ttl=", "negative_ttl=", "timeout=", "api_url=", "cafile=", "profile=",
+                 "config=", "max_threads=", "allow_other",
+                 "NCLOUD_ACCESS_KEY_ID", "NCLOUD_SECRET_ACCESS_KEY", "NCLOUD_ACCESS_KEY",
+                 "NCLOUD_SECRET_KEY", "NCLOUD_API_GW", "NCLOUD_PROFILE", "MOUNTPOINT"):
+        end = "" if word.endswith("=") else r"(?!\w)"  # NCLOUD_ACCESS_KEY is not ..._KEY_ID
+        assert re.search(r"\b" + re.escape(word) + end, done.stdout), word
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag):
+    """--version exits 0 and prints ncloudfs's version."""
+    done = run_daemon(flag)
+    assert done.returncode == 0, done
+    assert re.search(r"ncloudfs \S*\d+\.\d+", done.stdout), done.stdout
+
+
+# --- credentials ----------------------------------------------------------------
+
+def test_no_credentials_refuses_and_says_where_it_looked(emulator, mount):
+    """With no keys anywhere ncloudfs exits 1 unmounted, naming the variables and the file."""
+    m = mount(env=NO_ENV_KEYS, expect_fail=True)
+    assert m.returncode == 1
+    assert_refused(m, emulator, "NCLOUD_ACCESS_KEY_ID", "NCLOUD_SECRET_ACCESS_KEY",
+                   str(mount.home / ".ncloud" / "configure"))
+
+
+@pytest.mark.parametrize("present", ["NCLOUD_ACCESS_KEY_ID", "NCLOUD_SECRET_ACCESS_KEY"])
+def test_half_a_key_pair_refuses(emulator, mount, present):
+    """One key without the other refuses to mount and says which one is missing."""
+    env = dict(NO_ENV_KEYS)
+    env[present] = emulator.access_key if present.endswith("KEY_ID") else emulator.secret_key
+    m = mount(env=env, expect_fail=True)
+    missing = "secret key" if present.endswith("KEY_ID") else "access key"
+    assert_refused(m, emulator, missing, str(mount.home / ".ncloud" / "configure"))
+
+
+def test_keys_from_configure_default_section(emulator, mount):
+    """Keys come from ~/.ncloud/configure [DEFAULT] when the environment has none."""
+    write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": keys(emulator)})
+    assert_works(mount(env=NO_ENV_KEYS))
+
+
+def test_profile_option_selects_a_section(emulator, mount):
+    """-o profile=NAME takes keys and gateway from [NAME], not [DEFAULT] nor $NCLOUD_PROFILE."""
+    write_config(mount.home / ".ncloud" / "configure",
+                 {"DEFAULT": wrong_keys(DEAD), "other": wrong_keys(DEAD),
+                  "work": keys(emulator, emulator.url)})
+    env = dict(NO_ENV_KEYS, NCLOUD_PROFILE="other")
+    assert_works(mount("profile=work", "cafile=" + emulator.cafile, env=env, api_opts=False))
+
+
+def test_profile_from_environment_selects_a_section(emulator, mount):
+    """NCLOUD_PROFILE=NAME takes keys and gateway from [NAME]."""
+    write_config(mount.home / ".ncloud" / "configure",
+                 {"DEFAULT": wrong_keys(DEAD), "work": keys(emulator, emulator.url)})
+    env = dict(NO_ENV_KEYS, NCLOUD_PROFILE="work")
+    assert_works(mount("cafile=" + emulator.cafile, env=env, api_opts=False))
+
+
+def test_wrong_default_section_is_really_used(emulator, mount):
+    """Control for the profile tests: [DEFAULT]'s wrong keys do reach the API and fail."""
+    write_config(mount.home / ".ncloud" / "configure",
+                 {"DEFAULT": wrong_keys(), "work": keys(emulator)})
+    m = mount(env=NO_ENV_KEYS)
+    m.allow_log(r"getRegionList: HTTP 401 .*Authentication Failed")
+    with pytest.raises(PermissionError):
+        os.listdir(m.path)
+    assert WRONG_SECRET not in m.log()
+    assert m.unmount() == 0
+
+
+def test_config_option_selects_another_file(emulator, mount, tmp_path):
+    """-o config=PATH reads keys from PATH instead of ~/.ncloud/configure."""
+    write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": wrong_keys()})
+    other = write_config(tmp_path / "elsewhere" / "creds.ini", {"DEFAULT": keys(emulator)})
+    assert_works(mount("config=" + str(other), env=NO_ENV_KEYS))
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_missing_profile_refuses_naming_it(emulator, mount, how):
+    """A profile that the file lacks refuses to mount, with a message naming it."""
+    path = write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": keys(emulator)})
+    if how == "option":
+        m = mount("profile=nosuchprofile", env=NO_ENV_KEYS, expect_fail=True)
+    else:
+        m = mount(env=dict(NO_ENV_KEYS, NCLOUD_PROFILE="nosuchprofile"), expect_fail=True)
+    assert_refused(m, emulator, "nosuchprofile", str(path))
+
+
+def test_fallback_environment_names(emulator, mount):
+    """NCLOUD_ACCESS_KEY / NCLOUD_SECRET_KEY are used when the primary names are unset."""
+    env = dict(NO_ENV_KEYS, NCLOUD_ACCESS_KEY=emulator.access_key,
+               NCLOUD_SECRET_KEY=emulator.secret_key)
+    assert_works(mount(env=env))
+
+
+def test_primary_environment_names_win(emulator, mount):
+    """NCLOUD_ACCESS_KEY_ID / NCLOUD_SECRET_ACCESS_KEY beat the fallback names and the file."""
+    write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": wrong_keys()})
+    env = {"NCLOUD_ACCESS_KEY": WRONG_ID, "NCLOUD_SECRET_KEY": WRONG_SECRET}
+    assert_works(mount(env=env))
+
+
+# --- the gateway ------------------------------------------------------------------
+
+def test_api_url_option_beats_environment_and_profile(emulator, mount):
+    """-o api_url wins over NCLOUD_API_GW and the profile's ncloud_api_url."""
+    write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": {"ncloud_api_url": DEAD}})
+    assert_works(mount(env={"NCLOUD_API_GW": DEAD}))
+
+
+def test_environment_gateway_beats_profile(emulator, mount):
+    """NCLOUD_API_GW wins over the profile's ncloud_api_url."""
+    write_config(mount.home / ".ncloud" / "configure", {"DEFAULT": {"ncloud_api_url": DEAD}})
+    assert_works(mount("cafile=" + emulator.cafile, env={"NCLOUD_API_GW": emulator.url},
+                       api_opts=False))
+
+
+def test_profile_gateway_is_used_last(emulator, mount):
+    """With no option and no NCLOUD_API_GW, the profile's ncloud_api_url is the gateway."""
+    write_config(mount.home / ".ncloud" / "configure",
+                 {"DEFAULT": {"ncloud_api_url": emulator.url}})
+    assert_works(mount("cafile=" + emulator.cafile, api_opts=False))
+
+
+def test_log_names_the_gateway_from_the_profile(emulator, mount):
+    """The mount's log line names the gateway taken from the profile (not freed memory)."""
+    write_config(mount.home / ".ncloud" / "configure",
+                 {"DEFAULT": {"ncloud_api_url": emulator.url}})
+    m = mount("cafile=" + emulator.cafile, api_opts=False)
+    assert "(API %s," % emulator.url in m.log(), m.log()
+    assert m.unmount() == 0
+
+
+def test_default_gateway_when_none_is_given(emulator, mount):
+    """With no gateway anywhere, the daemon uses NCP's public one (not contacted here)."""
+    m = mount(api_opts=False)
+    assert "https://ncloud.apigw.ntruss.com" in m.log()
+    assert emulator.url not in m.log()
+    assert m.unmount() == 0
+
+
+# --- bad command lines --------------------------------------------------------------
+
+@pytest.mark.parametrize("option, words", [
+    ("ttl=abc", ["ttl", "abc"]),
+    ("ttl=-1", ["ttl", "-1"]),
+    ("ttl=", ["ttl"]),
+    ("timeout=0", ["timeout", "0"]),
+    ("timeout=-5", ["timeout"]),
+    ("negative_ttl=x", ["negative_ttl", "x"]),
+    ("max_threads=0", ["max_threads", "0"]),
+    ("max_threads=many", ["max_threads"]),
+    ("cafile=/nonexistent/ca.pem", ["cafile", "/nonexistent/ca.pem"]),
+    ("nosuchoption", ["nosuchoption"]),
+])
+def test_bad_option_refuses_before_mounting(emulator, mount, option, words):
+    """A bad option value exits non-zero before mounting, with a message naming it."""
+    m = mount(option, expect_fail=True)
+    assert_refused(m, emulator, *words)
+
+
+def test_no_mountpoint_refuses():
+    """Without a mountpoint ncloudfs exits non-zero and says so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NCLOUD_")}
+    env.update(NCLOUD_ACCESS_KEY_ID="x", NCLOUD_SECRET_ACCESS_KEY="y")
+    done = run_daemon("-f", "-o", "api_url=" + DEAD, env=env)
+    assert done.returncode != 0
+    assert "mountpoint" in done.stderr, done
+
+
+def test_missing_mountpoint_directory_refuses(emulator, mount, tmp_path):
+    """A mountpoint that does not exist exits non-zero."""
+    env = emu.daemon_env(emulator, mount.home)
+    done = run_daemon("-f", "-o", "api_url=" + emulator.url + ",cafile=" + emulator.cafile,
+                      str(tmp_path / "no" / "such" / "dir"), env=env)
+    assert done.returncode != 0, done
+
+
+# --- unmounting --------------------------------------------------------------------
+
+@contextlib.contextmanager
+def signals_not_ignored(*sigs):
+    """Let children start with sigs at their default (a shell's background job ignores SIGINT)."""
+    old = {sig: signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
+                              else signal.SIG_DFL) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_cleanly(emulator, mount, sig):
+    """SIGTERM or SIGINT unmounts and the daemon exits 0."""
+    with signals_not_ignored(sig):
+        m = mount()
+    assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    m.proc.send_signal(sig)
+    assert m.proc.wait(10) == 0
+    assert mountinfo_entry(m.path) is None
+    assert m.unmount() == 0
+
+
+def test_fusermount_unmounts_cleanly(emulator, mount):
+    """fusermount3 -u succeeds and the daemon exits 0."""
+    m = mount()
+    with open(m.path / "KR" / "3135" / "osType") as f:
+        assert f.read() == "UBUNTU\n"
+    assert subprocess.run(["fusermount3", "-u", str(m.path)], timeout=10).returncode == 0
+    assert m.proc.wait(10) == 0
+    assert mountinfo_entry(m.path) is None
+    assert m.unmount() == 0
+
+
+# --- mountinfo ---------------------------------------------------------------------
+
+def test_mount_is_fuse_ncloudfs_and_read_only(emulator, mount):
+    """The mount shows as fuse.ncloudfs, source ncloudfs, read-only, without allow_other."""
+    m = mount()
+    opts, fstype, source, super_opts = mountinfo_entry(m.path)
+    assert fstype == "fuse.ncloudfs"
+    assert source == "ncloudfs"
+    assert "ro" in opts and "rw" not in opts
+    assert "allow_other" not in super_opts
+    assert m.unmount() == 0
+
+
+def test_rw_option_still_mounts_read_only(emulator, mount):
+    """Asking for -o rw still gives a read-only mount."""
+    m = mount("rw")
+    opts, _, _, _ = mountinfo_entry(m.path)
+    assert "ro" in opts and "rw" not in opts
+    assert m.unmount() == 0
+
+
+def test_allow_other_shows_in_mountinfo(emulator, mount):
+    """-o allow_other mounts (as root) and shows in the mount's options."""
+    m = mount("allow_other")
+    opts, fstype, _, super_opts = mountinfo_entry(m.path)
+    assert fstype == "fuse.ncloudfs"
+    assert "allow_other" in super_opts
+    assert "ro" in opts
+    assert_works(m)
