@@ -63,6 +63,8 @@ struct ncp_client {
 	pthread_mutex_t pool_lock;
 	struct pooled *idle; /* handles not in use, under pool_lock */
 	atomic_long connections;
+	pthread_mutex_t stats_lock;
+	struct ncp_stats stats; /* under stats_lock */
 };
 
 struct body {
@@ -597,6 +599,12 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 		snprintf(errbuf, errlen, "cannot create a mutex");
 		return NULL;
 	}
+	if (pthread_mutex_init(&c->stats_lock, NULL) != 0) {
+		pthread_mutex_destroy(&c->pool_lock);
+		free(c);
+		snprintf(errbuf, errlen, "cannot create a mutex");
+		return NULL;
+	}
 	for (nlocks = 0; nlocks < CURL_LOCK_DATA_LAST; nlocks++)
 		if (pthread_mutex_init(&c->share_locks[nlocks], NULL) != 0)
 			break;
@@ -604,6 +612,7 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 		for (i = 0; i < nlocks; i++)
 			pthread_mutex_destroy(&c->share_locks[i]);
 		pthread_mutex_destroy(&c->pool_lock);
+		pthread_mutex_destroy(&c->stats_lock);
 		free(c);
 		snprintf(errbuf, errlen, "cannot create a mutex");
 		return NULL;
@@ -667,6 +676,7 @@ void ncp_client_free(struct ncp_client *c)
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&c->share_locks[i]);
 	pthread_mutex_destroy(&c->pool_lock);
+	pthread_mutex_destroy(&c->stats_lock);
 	if (c->secret_key) {
 		OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
 		free(c->secret_key);
@@ -677,6 +687,64 @@ void ncp_client_free(struct ncp_client *c)
 	free(c->base_path);
 	free(c->authority);
 	free(c);
+}
+
+static const char *const action_names[NCP_NACTIONS] = {
+	"getRegionList", "getServerImageList", "getServerImageDetail", "other"
+};
+
+const char *ncp_action_name(enum ncp_action a)
+{
+	return a < NCP_NACTIONS ? action_names[a] : "?";
+}
+
+const char *ncp_outcome_name(enum ncp_outcome o)
+{
+	static const char *const names[NCP_NOUTCOMES] = { "ok", "4xx", "5xx", "bad_body",
+							  "network" };
+
+	return o < NCP_NOUTCOMES ? names[o] : "?";
+}
+
+void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out)
+{
+	pthread_mutex_lock(&c->stats_lock);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->stats_lock);
+	out->connections = atomic_load(&c->connections);
+}
+
+/* Counts one call's final outcome. */
+static void count_call(struct ncp_client *c, const char *action, int answered, long status,
+		       int ok, int attempts, size_t bytes)
+{
+	enum ncp_action a = NCP_ACT_OTHER;
+	enum ncp_outcome o;
+
+	for (int i = 0; i < NCP_ACT_OTHER; i++) {
+		if (strcmp(action, action_names[i]) == 0)
+			a = (enum ncp_action)i;
+	}
+	if (!answered)
+		o = NCP_OUT_NETWORK;
+	else if (ok)
+		o = NCP_OUT_OK;
+	else if (status >= 500)
+		o = NCP_OUT_5XX;
+	else if (status >= 400)
+		o = NCP_OUT_4XX;
+	else
+		o = NCP_OUT_BAD_BODY;
+	pthread_mutex_lock(&c->stats_lock);
+	c->stats.calls[a][o]++;
+	c->stats.retries += (unsigned long long)(attempts - 1);
+	c->stats.bytes_received += bytes;
+	pthread_mutex_unlock(&c->stats_lock);
+}
+
+const char *ncp_client_host(const struct ncp_client *c)
+{
+	return c->authority;
 }
 
 long ncp_client_connections(struct ncp_client *c)
@@ -854,7 +922,8 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 	char *uri = NULL, *url = NULL;
 	double retry_after;
 	long status = 0;
-	int rc = -1, answered, attempt = 0;
+	size_t bytes = 0;
+	int rc = -1, answered = 0, attempt = 0;
 
 	*payload = NULL;
 	*shape = SHAPE_NONE;
@@ -871,6 +940,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		memset(&b, 0, sizeof(b));
 		err_clear(err, 0);
 		answered = perform(c, url, uri, &b, &status, &retry_after, err) == 0;
+		bytes += b.len;
 		if (answered) {
 			rc = decode(action, status, b.data, b.len, payload, err, shape);
 			if (rc == 0)
@@ -881,6 +951,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		backoff(c, attempt, retry_after);
 	}
 	err->attempts = attempt + 1;
+	count_call(c, action, answered, status, rc == 0, attempt + 1, bytes);
 out:
 	free(b.data);
 	free(uri);

@@ -69,8 +69,32 @@ int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, 
 int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no,
 		     json_t **image, struct ncp_error *err);
 
+/* The gateway's host[:port] (borrowed), for messages. */
+const char *ncp_client_host(const struct ncp_client *c);
+
 /* Connections opened so far (libcurl's count, for tests and stats). */
 long ncp_client_connections(struct ncp_client *c);
+
+/* What the client has done, for /.stats: calls by action and final outcome. */
+enum ncp_action { NCP_ACT_REGIONS, NCP_ACT_LIST, NCP_ACT_DETAIL, NCP_ACT_OTHER, NCP_NACTIONS };
+enum ncp_outcome {
+	NCP_OUT_OK,       /* a good answer */
+	NCP_OUT_4XX,      /* 4xx: auth, no such image, bad request, ... */
+	NCP_OUT_5XX,      /* 5xx, after the retries */
+	NCP_OUT_BAD_BODY, /* 200 with a body that could not be used */
+	NCP_OUT_NETWORK,  /* no answer: refused, reset, timeout, ... */
+	NCP_NOUTCOMES
+};
+struct ncp_stats {
+	unsigned long long calls[NCP_NACTIONS][NCP_NOUTCOMES];
+	unsigned long long retries;        /* extra tries */
+	unsigned long long bytes_received; /* response bodies */
+	long connections;
+};
+void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out);
+/* Names for the above ("getRegionList", ..., "ok", "4xx", ...). */
+const char *ncp_action_name(enum ncp_action a);
+const char *ncp_outcome_name(enum ncp_outcome o);
 
 /* Decodes one HTTP answer to an action (pure: no I/O, for tests and the
  * fuzzer). Same contract as ncp_call. body need not be NUL-terminated. */

@@ -43,11 +43,25 @@ struct slot {
 	uint16_t gen;
 	uint8_t state;
 	uint8_t warned; /* a stale answer was logged since the last good one */
+	uint8_t name_logged; /* its name was found unusable for .by-name */
 	struct flight flight;
+};
+
+struct cache_names {
+	unsigned refs;
+	uint32_t n;
+	struct cache_ids *from; /* the listing these were made of (a reference) */
+	double made;            /* ... as fetched then: names change with the data */
+	struct name_entry {
+		uint32_t name; /* offset in pool */
+		uint32_t slot;
+	} *entries;
+	char *pool;
 };
 
 struct region {
 	char code[16];
+	struct cache_names *names; /* by serverImageName, made when asked for */
 	struct cache_ids *listing; /* NULL until listed */
 	double listed, good;
 	uint8_t warned;
@@ -78,6 +92,7 @@ struct cache {
 	uint32_t hash_cap;
 	uint32_t mark;
 	uint64_t tree_bytes;
+	struct cache_stats stats;
 };
 
 static double now_mono(void)
@@ -117,6 +132,7 @@ static int serve_stale(struct cache *c, const char *what, double good, double *f
 	if (c->opts.stale <= 0 || good < 0 || now >= until + c->opts.ttl)
 		return 0;
 	*fetched = now < until ? now : until;
+	c->stats.stale++;
 	if (!*warned)
 		log_msg(LOG_LVL_WARNING, "%s: refresh failed; serving the answer from %.0f s ago "
 					 "for up to %.0f s more", what, now - good,
@@ -178,6 +194,16 @@ static int ids_equal(const struct cache_ids *a, const struct cache_ids *b)
 	return a && b && a->n == b->n && memcmp(a->ids, b->ids, a->n * sizeof(uint32_t)) == 0;
 }
 
+static void names_unref_locked(struct cache_names *n)
+{
+	if (n && --n->refs == 0) {
+		ids_unref_locked(n->from);
+		free(n->entries);
+		free(n->pool);
+		free(n);
+	}
+}
+
 void cache_ids_unref(struct cache *c, struct cache_ids *ids)
 {
 	pthread_mutex_lock(&c->lock);
@@ -212,8 +238,10 @@ void cache_free(struct cache *c)
 		tree_unref(c->slot[i].tree);
 		tree_unref(c->slot[i].prev);
 	}
-	for (uint32_t i = 0; i < c->nregion; i++)
+	for (uint32_t i = 0; i < c->nregion; i++) {
 		ids_unref_locked(c->region[i].listing);
+		names_unref_locked(c->region[i].names);
+	}
 	ids_unref_locked(c->regions);
 	free(c->slot);
 	free(c->hash);
@@ -222,24 +250,43 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
+static void slot_name(const struct slot *s, char *buf, size_t len)
+{
+	snprintf(buf, len, "%" PRIu64, s->no);
+}
+
 void cache_drop_all(struct cache *c)
 {
+	char no[24];
+
 	pthread_mutex_lock(&c->lock);
 	c->regions_fetched = -1;
-	for (uint32_t i = 0; i < c->nregion; i++)
+	c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
+	for (uint32_t i = 0; i < c->nregion; i++) {
 		c->region[i].listed = -1;
-	for (uint32_t i = 0; i < c->nslot; i++)
-		c->slot[i].fetched = -1;
+		c->on_change(c->arg, CACHE_LISTING_CHANGED, i, c->region[i].code);
+	}
+	for (uint32_t i = 0; i < c->nslot; i++) {
+		struct slot *s = &c->slot[i];
+
+		s->fetched = -1;
+		if (s->state != SLOT_EMPTY) {
+			slot_name(s, no, sizeof(no));
+			c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
+		}
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 
-static void report(const char *what, const struct ncp_error *e)
+/* Logs a failed call with the API's own message and the host that failed. */
+static void report(struct cache *c, const char *what, const struct ncp_error *e)
 {
 	if (e->http_status)
-		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s", what, e->http_status,
-			e->code[0] ? " code " : "", e->code, e->message);
+		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s (from %s)", what, e->http_status,
+			e->code[0] ? " code " : "", e->code, e->message,
+			ncp_client_host(c->client));
 	else
-		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message);
+		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message); /* names the host already */
 }
 
 /* ---- regions ---- */
@@ -321,14 +368,19 @@ static int regions_locked(struct cache *c)
 	json_t *list = NULL;
 	int err;
 
-	if (c->regions && fresh(c->regions_fetched, c->opts.ttl))
+	if (c->regions && fresh(c->regions_fetched, c->opts.ttl)) {
+		c->stats.hits++;
 		return 0;
-	if (!flight_join(c, &c->regions_flight))
+	}
+	if (!flight_join(c, &c->regions_flight)) {
+		c->stats.coalesced++;
 		return c->regions_flight.err ? c->regions_flight.err : (c->regions ? 0 : -EIO);
+	}
+	c->stats.misses++;
 	pthread_mutex_unlock(&c->lock);
 	err = ncp_region_list(c->client, &list, &e) < 0 ? -ncp_error_errno(&e) : 0;
 	if (err)
-		report("getRegionList", &e);
+		report(c, "getRegionList", &e);
 	pthread_mutex_lock(&c->lock);
 	if (!err)
 		install_regions(c, list);
@@ -498,10 +550,6 @@ static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
 	return c->nslot++;
 }
 
-static void slot_name(const struct slot *s, char *buf, size_t len)
-{
-	snprintf(buf, len, "%" PRIu64, s->no);
-}
 
 /* With c->lock held: gives slot new data (t, consumed) or marks it missing
  * (t NULL), bumping the generation when anything changed. */
@@ -586,7 +634,7 @@ static int fetch_image(struct cache *c, const char *region, const char *no, stru
 	if (ncp_image_detail(c->client, region, no, &image, &e) < 0) {
 		if (e.kind == NCP_ERR_NOTFOUND)
 			return 0;
-		report(what, &e);
+		report(c, what, &e);
 		return -ncp_error_errno(&e);
 	}
 	*out = build(what, image);
@@ -615,14 +663,18 @@ int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct 
 	}
 	s = &c->slot[idx];
 	ttl = s->state == SLOT_MISSING ? c->opts.negative_ttl : c->opts.ttl;
-	if (s->state != SLOT_EMPTY && fresh(s->fetched, ttl))
+	if (s->state != SLOT_EMPTY && fresh(s->fetched, ttl)) {
+		c->stats.hits++;
 		goto done;
+	}
 	if (!flight_join(c, &c->slot[idx].flight)) {
+		c->stats.coalesced++;
 		err = c->slot[idx].flight.err;
 		if (err)
 			goto out;
 		goto done;
 	}
+	c->stats.misses++;
 	snprintf(code, sizeof(code), "%s", c->region[region].code);
 	pthread_mutex_unlock(&c->lock);
 	err = fetch_image(c, code, no, &t);
@@ -831,7 +883,7 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 		if (ncp_image_list_page(c->client, region, page, LIST_PAGE_SIZE, &part, &total,
 					&e) < 0) {
 			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, page);
-			report(what, &e);
+			report(c, what, &e);
 			return -ncp_error_errno(&e);
 		}
 		got = json_array_size(part);
@@ -875,7 +927,7 @@ static void install_listing(struct cache *c, uint32_t region, struct rows *rows,
 	if (!ids_equal(r->listing, ids)) {
 		if (r->listing) {
 			r->mtime = now_wall();
-			c->on_change(c->arg, CACHE_LISTING_CHANGED, region, NULL);
+			c->on_change(c->arg, CACHE_LISTING_CHANGED, region, r->code);
 		}
 		ids_unref_locked(r->listing);
 		r->listing = ids;
@@ -894,12 +946,16 @@ int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, doub
 
 	pthread_mutex_lock(&c->lock);
 	r = &c->region[region];
-	if (r->listing && fresh(r->listed, c->opts.ttl))
+	if (r->listing && fresh(r->listed, c->opts.ttl)) {
+		c->stats.hits++;
 		goto done;
+	}
 	if (!flight_join(c, &r->flight)) {
+		c->stats.coalesced++;
 		err = c->region[region].flight.err;
 		goto done;
 	}
+	c->stats.misses++;
 	snprintf(code, sizeof(code), "%s", r->code);
 	pthread_mutex_unlock(&c->lock);
 
@@ -932,10 +988,188 @@ done:
 	return err;
 }
 
-void cache_stats(struct cache *c, uint64_t *images, uint64_t *bytes)
+void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
-	*images = c->nslot;
-	*bytes = c->tree_bytes;
+	*out = c->stats;
+	out->images = c->nslot;
+	out->bytes = c->tree_bytes;
 	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- images by name ---- */
+
+
+/* The serverImageName of slot idx as a file name, or NULL (logged once). */
+static const char *usable_name(struct cache *c, uint32_t idx)
+{
+	struct slot *s = &c->slot[idx];
+	const char *name;
+	uint32_t node;
+	size_t len;
+
+	if (!s->tree || tree_lookup(s->tree, 0, "serverImageName", &node) < 0 ||
+	    tree_kind(s->tree, node) == TREE_DIR)
+		return NULL; /* no name at all: nothing to link */
+	name = tree_value(s->tree, node);
+	len = strlen(name);
+	if (len > 0 && len <= 255 && strcmp(name, ".") && strcmp(name, "..") && !strchr(name, '/'))
+		return name;
+	if (!s->name_logged) {
+		char no[24];
+
+		slot_name(s, no, sizeof(no));
+		log_msg(LOG_LVL_WARNING, "%s/%s: serverImageName is not a valid file name; "
+					 "not in .by-name", c->region[s->region].code, no);
+		s->name_logged = 1;
+	}
+	return NULL;
+}
+
+static const char *sort_pool;
+
+static int by_name(const void *a, const void *b)
+{
+	const struct name_entry *x = a, *y = b;
+
+	return strcmp(sort_pool + x->name, sort_pool + y->name);
+}
+
+/* With c->lock held: builds the by-name table of a listing. Names used by
+ * more than one image get "~<serverImageNo>" appended, for every one of them. */
+static struct cache_names *names_build(struct cache *c, struct cache_ids *listing, double made)
+{
+	struct cache_names *n = calloc(1, sizeof(*n));
+	size_t cap = 1, used = 0;
+	char no[24];
+
+	if (!n)
+		return NULL;
+	n->refs = 1;
+	n->from = ids_ref(listing);
+	n->made = made;
+	for (uint32_t i = 0; i < listing->n; i++) {
+		const char *name = usable_name(c, listing->ids[i]);
+
+		if (name)
+			cap += strlen(name) + 1 + 1 + sizeof(no);
+	}
+	n->entries = calloc(listing->n ? listing->n : 1, sizeof(*n->entries));
+	n->pool = malloc(cap);
+	if (!n->entries || !n->pool) {
+		names_unref_locked(n);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < listing->n; i++) {
+		const char *name = usable_name(c, listing->ids[i]);
+
+		if (!name)
+			continue;
+		n->entries[n->n].name = (uint32_t)used;
+		n->entries[n->n++].slot = listing->ids[i];
+		used += (size_t)snprintf(n->pool + used, cap - used, "%s", name) + 1;
+	}
+	sort_pool = n->pool; /* qsort has no context argument; c->lock serializes us */
+	qsort(n->entries, n->n, sizeof(*n->entries), by_name);
+	for (uint32_t i = 0; i < n->n;) {
+		uint32_t j = i + 1;
+
+		while (j < n->n && !strcmp(n->pool + n->entries[i].name, n->pool + n->entries[j].name))
+			j++;
+		for (uint32_t k = i; j - i > 1 && k < j; k++) {
+			const char *name = n->pool + n->entries[k].name;
+			size_t len = strlen(name);
+
+			slot_name(&c->slot[n->entries[k].slot], no, sizeof(no));
+			n->entries[k].name = (uint32_t)used;
+			used += (size_t)snprintf(n->pool + used, cap - used, "%.*s~%s",
+						 (int)(len + strlen(no) + 1 > 255 ? 254 - strlen(no) : len),
+						 name, no) + 1;
+		}
+		i = j;
+	}
+	qsort(n->entries, n->n, sizeof(*n->entries), by_name);
+	return n;
+}
+
+int cache_by_name(struct cache *c, uint32_t region, struct cache_names **out, double *left)
+{
+	struct cache_ids *listing;
+	struct region *r;
+	int err = cache_listing(c, region, &listing, left);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&c->lock);
+	r = &c->region[region];
+	if (!r->names || r->names->from != r->listing || r->names->made != r->good) {
+		struct cache_names *n = names_build(c, r->listing, r->good);
+
+		if (n) {
+			names_unref_locked(r->names);
+			r->names = n;
+		}
+	}
+	if (r->names && r->names->from == r->listing && r->names->made == r->good) {
+		r->names->refs++;
+		*out = r->names;
+	} else {
+		err = -ENOMEM;
+	}
+	ids_unref_locked(listing);
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+uint32_t cache_names_count(const struct cache_names *n)
+{
+	return n->n;
+}
+
+const char *cache_names_name(const struct cache_names *n, uint32_t i)
+{
+	return n->pool + n->entries[i].name;
+}
+
+uint32_t cache_names_slot(const struct cache_names *n, uint32_t i)
+{
+	return n->entries[i].slot;
+}
+
+int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i)
+{
+	uint32_t lo = 0, hi = n->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int d = strcmp(name, n->pool + n->entries[mid].name);
+
+		if (d == 0) {
+			*i = mid;
+			return 0;
+		}
+		if (d < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+void cache_names_unref(struct cache *c, struct cache_names *n)
+{
+	pthread_mutex_lock(&c->lock);
+	names_unref_locked(n);
+	pthread_mutex_unlock(&c->lock);
+}
+
+const char *cache_slot_no(struct cache *c, uint32_t slot, char *buf, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	if (slot < c->nslot)
+		slot_name(&c->slot[slot], buf, len);
+	else
+		snprintf(buf, len, "0");
+	pthread_mutex_unlock(&c->lock);
+	return buf;
 }

@@ -27,9 +27,11 @@ enum cache_change {
 	CACHE_LISTING_CHANGED, /* a region's listing */
 	CACHE_IMAGE_CHANGED,   /* an image's data, or its presence */
 };
-/* Called with the cache locked: must only queue work, never call back in. */
+/* Called with the cache locked: must only queue work, never call back in.
+ * name is the region's code for CACHE_LISTING_CHANGED, the image's number
+ * for CACHE_IMAGE_CHANGED, NULL otherwise. */
 typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region,
-			     const char *image_no);
+			     const char *name);
 
 /* An immutable, reference-counted list of ids (regions or image slots). */
 struct cache_ids {
@@ -54,7 +56,8 @@ struct cache_image {
 struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts,
 			cache_change_fn *on_change, void *arg);
 void cache_free(struct cache *c);
-/* Forgets every answer; the next access fetches afresh. */
+/* Forgets every answer, reporting each as changed so that the kernel can be
+ * told too; the next access fetches afresh. */
 void cache_drop_all(struct cache *c);
 
 /* The regions (ids for cache_region_code), fetching if stale. 0 and a new
@@ -85,8 +88,31 @@ int cache_image_lookup(struct cache *c, uint32_t region, const char *no,
  * current state is "missing", or -ESTALE when that generation is gone. */
 int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_image *img);
 
-/* Numbers for statfs and tests: images held, bytes of tree data. */
-void cache_stats(struct cache *c, uint64_t *images, uint64_t *bytes);
+/* What the cache has done, for /.stats and statfs. */
+struct cache_stats {
+	uint64_t hits;      /* answered from the cache */
+	uint64_t misses;    /* fetched */
+	uint64_t coalesced; /* waited for another reader's fetch */
+	uint64_t stale;     /* served a stale answer after a failed refresh */
+	uint64_t images;    /* image slots held */
+	uint64_t bytes;     /* bytes of image trees held */
+};
+void cache_get_stats(struct cache *c, struct cache_stats *out);
+
+/* A region's images by serverImageName, sorted, for <region>/.by-name
+ * (made from the listing, which is fetched if stale). 0 and a new reference,
+ * or -errno. Names that collide carry "~<serverImageNo>"; names that cannot
+ * be file names are left out (logged once). */
+struct cache_names;
+int cache_by_name(struct cache *c, uint32_t region, struct cache_names **out, double *ttl_left);
+uint32_t cache_names_count(const struct cache_names *n);
+const char *cache_names_name(const struct cache_names *n, uint32_t i);
+uint32_t cache_names_slot(const struct cache_names *n, uint32_t i);
+/* Finds name: 0 and its index *i, or -1. */
+int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i);
+void cache_names_unref(struct cache *c, struct cache_names *n);
+/* The serverImageNo of slot into buf; returns buf. */
+const char *cache_slot_no(struct cache *c, uint32_t slot, char *buf, size_t len);
 
 /* Nonzero when name is a canonical image number: 1-19 digits, no leading 0. */
 int cache_valid_image_no(const char *name);

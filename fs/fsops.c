@@ -25,13 +25,19 @@
 #include "log.h"
 
 #define INO_ROOT 1ull
+#define INO_STATS 2ull   /* /.stats */
 #define INO_REGION 0x10000ull
+#define INO_BYNAME 0x20000ull /* <region>/.by-name */
 #define INO_IMAGE (1ull << 63)
 #define NODE_BITS 18
 #define GEN_BITS 16
 #define NODE_JSON ((1u << NODE_BITS) - 1)
+#define NODE_LINK ((1u << NODE_BITS) - 2) /* the image's .by-name link */
 #define SLOT_MAX (1u << 29)
-#define MAX_DIRS 257 /* the root and every region */
+#define MAX_REGIONS 256
+#define MAX_DIRS (1 + 2 * MAX_REGIONS) /* the root, every region and its .by-name */
+#define BYNAME ".by-name"
+#define STATS ".stats"
 #define JSON_FLAGS JSON_INDENT(2)
 #define XATTR_CODENAME "user.ncp.codeName"
 
@@ -43,6 +49,8 @@ struct note {
 
 struct fsops {
 	struct cache *cache;
+	struct ncp_client *client;
+	double started; /* monotonic, for the uptime in /.stats */
 	struct fsops_opts opts;
 	uid_t uid;
 	gid_t gid;
@@ -56,6 +64,8 @@ struct fsops {
 	struct note *notes;
 	size_t nnotes, notes_cap;
 	double dir_expiry[MAX_DIRS]; /* when a directory's cached listing goes stale */
+	char *stats;                 /* the /.stats text last made (by lookup or getattr) */
+	size_t stats_len;
 };
 
 static double now_mono(void)
@@ -75,7 +85,17 @@ static fuse_ino_t region_ino(uint32_t region)
 
 static int is_region_ino(fuse_ino_t ino)
 {
-	return ino >= INO_REGION && ino < INO_REGION + MAX_DIRS;
+	return ino >= INO_REGION && ino < INO_REGION + MAX_REGIONS;
+}
+
+static fuse_ino_t byname_ino(uint32_t region)
+{
+	return INO_BYNAME + region;
+}
+
+static int is_byname_ino(fuse_ino_t ino)
+{
+	return ino >= INO_BYNAME && ino < INO_BYNAME + MAX_REGIONS;
 }
 
 static fuse_ino_t image_ino(uint32_t slot, uint16_t gen, uint32_t node)
@@ -113,7 +133,7 @@ out:
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void on_change(void *arg, enum cache_change what, uint32_t region, const char *no)
+static void on_change(void *arg, enum cache_change what, uint32_t region, const char *name)
 {
 	struct fsops *fs = arg;
 	char json[32];
@@ -124,10 +144,12 @@ static void on_change(void *arg, enum cache_change what, uint32_t region, const 
 		break;
 	case CACHE_LISTING_CHANGED:
 		queue_note(fs, region_ino(region), NULL);
+		queue_note(fs, byname_ino(region), NULL);
+		queue_note(fs, INO_ROOT, name);
 		break;
 	case CACHE_IMAGE_CHANGED:
-		snprintf(json, sizeof(json), "%s.json", no);
-		queue_note(fs, region_ino(region), no);
+		snprintf(json, sizeof(json), "%s.json", name);
+		queue_note(fs, region_ino(region), name);
 		queue_note(fs, region_ino(region), json);
 		break;
 	}
@@ -135,12 +157,20 @@ static void on_change(void *arg, enum cache_change what, uint32_t region, const 
 
 static int dir_index(fuse_ino_t ino)
 {
-	return ino == INO_ROOT ? 0 : (int)(ino - INO_REGION) + 1;
+	if (ino == INO_ROOT)
+		return 0;
+	if (is_byname_ino(ino))
+		return 1 + MAX_REGIONS + (int)(ino - INO_BYNAME);
+	return 1 + (int)(ino - INO_REGION);
 }
 
 static fuse_ino_t dir_ino(int index)
 {
-	return index == 0 ? INO_ROOT : region_ino((uint32_t)index - 1);
+	if (index == 0)
+		return INO_ROOT;
+	if (index > MAX_REGIONS)
+		return byname_ino((uint32_t)(index - 1 - MAX_REGIONS));
+	return region_ino((uint32_t)index - 1);
 }
 
 /* The kernel now holds a listing of dir that goes stale in `left` seconds. */
@@ -308,6 +338,79 @@ static void set_timeouts(struct fuse_entry_param *e, double left)
 	e->attr_timeout = left;
 }
 
+/* ---- /.stats and .by-name ---- */
+
+/* Makes a new /.stats text ("key: value" lines) and keeps it for reads;
+ * returns its length, or -1. */
+static ssize_t stats_refresh(struct fsops *fs)
+{
+	struct cache_stats cs;
+	struct ncp_stats ns;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return -1;
+	cache_get_stats(fs->cache, &cs);
+	ncp_client_stats(fs->client, &ns);
+	fprintf(f, "uptime_seconds: %.0f\n", now_mono() - fs->started);
+	for (int a = 0; a < NCP_NACTIONS; a++) {
+		for (int o = 0; o < NCP_NOUTCOMES; o++)
+			fprintf(f, "api_calls.%s.%s: %llu\n", ncp_action_name((enum ncp_action)a),
+				ncp_outcome_name((enum ncp_outcome)o), ns.calls[a][o]);
+	}
+	fprintf(f, "api_retries: %llu\napi_bytes_received: %llu\napi_connections: %ld\n",
+		ns.retries, ns.bytes_received, ns.connections);
+	fprintf(f, "cache_hits: %llu\ncache_misses: %llu\ncache_coalesced: %llu\n"
+		   "cache_stale_serves: %llu\ncache_images: %llu\ncache_bytes: %llu\n",
+		(unsigned long long)cs.hits, (unsigned long long)cs.misses,
+		(unsigned long long)cs.coalesced, (unsigned long long)cs.stale,
+		(unsigned long long)cs.images, (unsigned long long)cs.bytes);
+	if (fclose(f) != 0) {
+		free(text);
+		return -1;
+	}
+	pthread_mutex_lock(&fs->lock);
+	free(fs->stats);
+	fs->stats = text;
+	fs->stats_len = len;
+	pthread_mutex_unlock(&fs->lock);
+	return (ssize_t)len;
+}
+
+/* /.stats changes all the time: a fresh mtime on each stat makes the kernel
+ * drop what it read before (auto_inval_data), and its timeouts are 0. */
+static int stats_attr(struct fsops *fs, struct stat *st)
+{
+	struct timespec now;
+	ssize_t len = stats_refresh(fs);
+
+	if (len < 0)
+		return -ENOMEM;
+	file_attr(fs, INO_STATS, 0, (size_t)len, st);
+	clock_gettime(CLOCK_REALTIME, &now);
+	st->st_mtim = st->st_ctim = st->st_atim = now;
+	st->st_mode = S_IFREG | 0444;
+	return 0;
+}
+
+static void link_target(struct fsops *fs, uint32_t slot, char *buf, size_t len)
+{
+	char no[24];
+
+	snprintf(buf, len, "../%s", cache_slot_no(fs->cache, slot, no, sizeof(no)));
+}
+
+static void link_attr(struct fsops *fs, uint32_t slot, int64_t mtime, struct stat *st)
+{
+	char target[32];
+
+	link_target(fs, slot, target, sizeof(target));
+	file_attr(fs, image_ino(slot, 0, NODE_LINK), mtime, strlen(target), st);
+	st->st_mode = S_IFLNK | 0777;
+}
+
 /* Attributes of any inode, with how long they hold. */
 static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *left)
 {
@@ -316,8 +419,17 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 		dir_attr(fs, ino, cache_regions_mtime(fs->cache), 1, st);
 		return 0;
 	}
+	if (ino == INO_STATS) {
+		*left = 0;
+		return stats_attr(fs, st);
+	}
 	if (is_region_ino(ino)) {
 		dir_attr(fs, ino, cache_listing_mtime(fs->cache, (uint32_t)(ino - INO_REGION)), 1,
+			 st);
+		return 0;
+	}
+	if (is_byname_ino(ino)) {
+		dir_attr(fs, ino, cache_listing_mtime(fs->cache, (uint32_t)(ino - INO_BYNAME)), 2,
 			 st);
 		return 0;
 	}
@@ -328,6 +440,13 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 		int err;
 
 		split_image_ino(ino, &slot, &gen, &node);
+		if (node == NODE_LINK) {
+			err = cache_image_get(fs->cache, slot, -1, &img);
+			link_attr(fs, slot, err ? 0 : img.mtime, st);
+			if (!err)
+				tree_unref(img.tree);
+			return 0;
+		}
 		err = cache_image_get(fs->cache, slot, gen, &img);
 		if (err)
 			return err == -ENOENT ? -ESTALE : err;
@@ -361,6 +480,15 @@ static void lookup_root(struct fsops *fs, fuse_req_t req, const char *name)
 	int err;
 
 	memset(&e, 0, sizeof(e));
+	if (strcmp(name, STATS) == 0) {
+		err = stats_attr(fs, &e.attr);
+		e.ino = INO_STATS;
+		if (err)
+			fuse_reply_err(req, -err);
+		else
+			fuse_reply_entry(req, &e); /* timeouts 0: asked again each time */
+		return;
+	}
 	err = cache_region_find(fs->cache, name, &region, &left);
 	if (err == -ENOENT) {
 		reply_negative(req, left);
@@ -386,6 +514,13 @@ static void lookup_region(struct fsops *fs, fuse_req_t req, uint32_t region, con
 	int err;
 
 	memset(&e, 0, sizeof(e));
+	if (strcmp(name, BYNAME) == 0) {
+		e.ino = byname_ino(region);
+		dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, region), 2, &e.attr);
+		set_timeouts(&e, fs->opts.ttl);
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	snprintf(no, sizeof(no), "%.*s", (int)(json ? len - 5 : len), name);
 	if (!cache_valid_image_no(no) || (json && len - 5 >= sizeof(no))) {
 		reply_negative(req, fs->opts.ttl);
@@ -444,6 +579,36 @@ static void lookup_image(struct fsops *fs, fuse_req_t req, fuse_ino_t parent, co
 		fuse_reply_entry(req, &e);
 }
 
+static void lookup_byname(struct fsops *fs, fuse_req_t req, uint32_t region, const char *name)
+{
+	struct fuse_entry_param e;
+	struct cache_names *names;
+	struct cache_image img;
+	double left;
+	uint32_t i, slot;
+	int err = cache_by_name(fs->cache, region, &names, &left);
+
+	if (err) {
+		fuse_reply_err(req, -err);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	if (cache_names_find(names, name, &i) < 0) {
+		cache_names_unref(fs->cache, names);
+		reply_negative(req, left);
+		return;
+	}
+	slot = cache_names_slot(names, i);
+	cache_names_unref(fs->cache, names);
+	err = cache_image_get(fs->cache, slot, -1, &img);
+	link_attr(fs, slot, err ? 0 : img.mtime, &e.attr);
+	if (!err)
+		tree_unref(img.tree);
+	e.ino = image_ino(slot, 0, NODE_LINK);
+	set_timeouts(&e, left);
+	fuse_reply_entry(req, &e);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fsops *fs = fuse_req_userdata(req);
@@ -454,6 +619,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		lookup_root(fs, req, name);
 	else if (is_region_ino(parent))
 		lookup_region(fs, req, (uint32_t)(parent - INO_REGION), name);
+	else if (is_byname_ino(parent))
+		lookup_byname(fs, req, (uint32_t)(parent - INO_BYNAME), name);
 	else if (parent & INO_IMAGE)
 		lookup_image(fs, req, parent, name);
 	else
@@ -588,6 +755,34 @@ static int readdir_region(struct fsops *fs, struct dirbuf *d, uint32_t region, o
 	return 0;
 }
 
+static int readdir_byname(struct fsops *fs, struct dirbuf *d, uint32_t region, off_t off)
+{
+	struct fuse_entry_param e;
+	struct cache_names *names;
+	struct stat self;
+	double left;
+	int err = cache_by_name(fs->cache, region, &names, &left);
+
+	if (err)
+		return err;
+	dir_attr(fs, byname_ino(region), cache_listing_mtime(fs->cache, region), 2, &self);
+	if (!emit_dots(d, off, &self)) {
+		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < cache_names_count(names);
+		     i++) {
+			uint32_t slot = cache_names_slot(names, i);
+
+			memset(&e, 0, sizeof(e));
+			link_attr(fs, slot, 0, &e.attr);
+			if (emit(d, cache_names_name(names, i), &e, (off_t)i + 3))
+				break;
+		}
+	}
+	cache_names_unref(fs->cache, names);
+	if (fs->no_open)
+		listing_served(fs, byname_ino(region), left);
+	return 0;
+}
+
 static int readdir_image(struct fsops *fs, struct dirbuf *d, fuse_ino_t ino, off_t off)
 {
 	struct fuse_entry_param e;
@@ -638,6 +833,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		err = readdir_root(fs, &d, off);
 	else if (is_region_ino(ino))
 		err = readdir_region(fs, &d, (uint32_t)(ino - INO_REGION), off);
+	else if (is_byname_ino(ino))
+		err = readdir_byname(fs, &d, (uint32_t)(ino - INO_BYNAME), off);
 	else if (ino & INO_IMAGE)
 		err = readdir_image(fs, &d, ino, off);
 	else
@@ -722,11 +919,26 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int err;
 
 	(void)fi;
+	if (ino == INO_STATS) {
+		pthread_mutex_lock(&fs->lock);
+		if ((size_t)off < fs->stats_len)
+			fuse_reply_buf(req, fs->stats + off,
+				       fs->stats_len - (size_t)off < size ? fs->stats_len - (size_t)off
+									  : size);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
 	if (!(ino & INO_IMAGE)) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
 	split_image_ino(ino, &slot, &gen, &node);
+	if (node == NODE_LINK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
 	err = cache_image_get(fs->cache, slot, gen, &img);
 	if (err) {
 		fuse_reply_err(req, err == -ENOENT ? ESTALE : -err);
@@ -833,15 +1045,15 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fsops *fs = fuse_req_userdata(req);
 	struct statvfs sv;
-	uint64_t images, bytes;
+	struct cache_stats cs;
 
 	(void)ino;
-	cache_stats(fs->cache, &images, &bytes);
+	cache_get_stats(fs->cache, &cs);
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
-	sv.f_blocks = (fsblkcnt_t)((bytes + 4095) / 4096);
-	sv.f_files = (fsfilcnt_t)images;
+	sv.f_blocks = (fsblkcnt_t)((cs.bytes + 4095) / 4096);
+	sv.f_files = (fsfilcnt_t)cs.images;
 	sv.f_namemax = 255;
 	sv.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
 	fuse_reply_statfs(req, &sv);
@@ -849,8 +1061,22 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	(void)ino;
-	fuse_reply_err(req, EINVAL);
+	struct fsops *fs = fuse_req_userdata(req);
+	uint32_t slot, node;
+	uint16_t gen;
+	char target[32];
+
+	if (!(ino & INO_IMAGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	split_image_ino(ino, &slot, &gen, &node);
+	if (node != NODE_LINK) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	link_target(fs, slot, target, sizeof(target));
+	fuse_reply_readlink(req, target);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -865,6 +1091,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS; /* a link's target never changes */
 	/* Lookups in one directory (many images of a region) must overlap. */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
@@ -1003,6 +1231,8 @@ struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts
 	if (!fs)
 		return NULL;
 	fs->opts = *opts;
+	fs->client = client;
+	fs->started = now_mono();
 	fs->uid = getuid();
 	fs->gid = getgid();
 	pthread_mutex_init(&fs->lock, NULL);
@@ -1042,9 +1272,15 @@ void fsops_free(struct fsops *fs)
 		return;
 	cache_free(fs->cache);
 	free(fs->notes);
+	free(fs->stats);
 	pthread_cond_destroy(&fs->cond);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
+}
+
+void fsops_drop_caches(struct fsops *fs)
+{
+	cache_drop_all(fs->cache);
 }
 
 struct cache *fsops_cache(struct fsops *fs)

@@ -26,6 +26,9 @@ const struct fuse_lowlevel_ops *fsops_ops(void);
 int fsops_start(struct fsops *fs, struct fuse_session *se);
 /* Stops that thread; call before the session is destroyed. */
 void fsops_stop(struct fsops *fs);
+/* Forgets every cached answer and tells the kernel to forget what it holds,
+ * so that the next access fetches afresh (SIGHUP). */
+void fsops_drop_caches(struct fsops *fs);
 /* The cache (borrowed), for signals and statistics. */
 struct cache *fsops_cache(struct fsops *fs);
 

@@ -2,6 +2,8 @@
  * FUSE session's life from mount to a clean unmount. Everything that can be
  * wrong with the command line or the credentials is found before mounting. */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -34,11 +36,15 @@ struct options {
 	char *max_threads;
 	char *retries;
 	char *stale;
+	char *site;
+	char *log;
+	char *positional[3]; /* [SOURCE] MOUNTPOINT, as mount(8) passes them */
+	int npositional;
 	int help;
 	int version;
 };
 
-enum { KEY_HELP, KEY_VERSION };
+enum { KEY_HELP, KEY_VERSION, KEY_MOUNT8 };
 
 #define OPT(t, f) { t, offsetof(struct options, f), 0 }
 static const struct fuse_opt option_spec[] = {
@@ -52,6 +58,22 @@ static const struct fuse_opt option_spec[] = {
 	OPT("max_threads=%s", max_threads),
 	OPT("retries=%s", retries),
 	OPT("stale=%s", stale),
+	OPT("site=%s", site),
+	OPT("log=%s", log),
+	/* What mount(8) and fstab add that means nothing to a FUSE daemon. */
+	FUSE_OPT_KEY("_netdev", KEY_MOUNT8),
+	FUSE_OPT_KEY("auto", KEY_MOUNT8),
+	FUSE_OPT_KEY("noauto", KEY_MOUNT8),
+	FUSE_OPT_KEY("nofail", KEY_MOUNT8),
+	FUSE_OPT_KEY("user", KEY_MOUNT8),
+	FUSE_OPT_KEY("users", KEY_MOUNT8),
+	FUSE_OPT_KEY("nouser", KEY_MOUNT8),
+	FUSE_OPT_KEY("owner", KEY_MOUNT8),
+	FUSE_OPT_KEY("group", KEY_MOUNT8),
+	FUSE_OPT_KEY("defaults", KEY_MOUNT8),
+	FUSE_OPT_KEY("rw", KEY_MOUNT8), /* the mount is read-only whatever is asked */
+	FUSE_OPT_KEY("ro", KEY_MOUNT8),
+	FUSE_OPT_KEY("comment=", KEY_MOUNT8), /* and x-*: see option_proc */
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -63,8 +85,17 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 {
 	struct options *o = data;
 
-	(void)arg;
 	(void)outargs;
+	if (key == KEY_MOUNT8 || (key == FUSE_OPT_KEY_OPT && strncmp(arg, "x-", 2) == 0))
+		return 0;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (o->npositional == 2) {
+			fprintf(stderr, "ncloudfs: too many arguments: '%s' (see --help)\n", arg);
+			return -1;
+		}
+		o->positional[o->npositional] = strdup(arg);
+		return o->positional[o->npositional++] ? 0 : -1;
+	}
 	if (key == KEY_HELP) {
 		o->help = 1;
 		return 0;
@@ -78,10 +109,11 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n"
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
 	       "\n"
 	       "Shows NAVER Cloud Platform server images as a read-only filesystem:\n"
-	       "MOUNTPOINT/<region>/<serverImageNo>/<field>.\n"
+	       "MOUNTPOINT/<region>/<serverImageNo>/<field>. SOURCE (as mount(8) passes\n"
+	       "it, e.g. `ncloudfs') is ignored.\n"
 	       "\n"
 	       "ncloudfs options:\n"
 	       "    -o ttl=SECONDS          keep answers this long (default 60; 0: no caching)\n"
@@ -92,12 +124,17 @@ static void usage(const char *prog)
 	       "    -o stale=SECONDS        when a refresh fails, serve the last good answer\n"
 	       "                            this long past its ttl (default 300; 0: never)\n"
 	       "    -o api_url=URL          API gateway (default: $NCLOUD_API_GW, else the\n"
-	       "                            profile's ncloud_api_url, else %s)\n"
-	       "    -o cafile=PATH          also trust the CA certificates in PATH\n"
+	       "                            profile's ncloud_api_url, else the site's)\n"
+	       "    -o site=SITE            public, gov or fin: the cloud whose gateway to use\n"
+	       "                            (default: $NCLOUD_SITE, else public: %s)\n"
+	       "    -o cafile=PATH          verify the gateway with the CA certificates in\n"
+	       "                            PATH instead of the system's\n"
 	       "    -o profile=NAME         credentials profile (default: $NCLOUD_PROFILE,\n"
 	       "                            else DEFAULT)\n"
 	       "    -o config=PATH          credentials file (default ~/.ncloud/configure)\n"
 	       "    -o max_threads=N        most requests served at once (default 64)\n"
+	       "    -o log=WHERE            syslog, stderr or a file path (default: stderr in\n"
+	       "                            the foreground, syslog when daemonized)\n"
 	       "    -h, --help              this help\n"
 	       "    -V, --version           the version\n"
 	       "\n"
@@ -106,6 +143,10 @@ static void usage(const char *prog)
 	       "        (else NCLOUD_ACCESS_KEY, NCLOUD_SECRET_KEY; else the credentials file)\n"
 	       "    NCLOUD_API_GW                                   the API gateway\n"
 	       "    NCLOUD_PROFILE                                  the credentials profile\n"
+	       "    NCLOUD_SITE                                     public, gov or fin\n"
+	       "\n"
+	       "Options that mount(8) adds (_netdev, noauto, nofail, user, rw, x-systemd.*,\n"
+	       "...) are accepted and ignored. SIGHUP drops every cache and reopens the log.\n"
 	       "\n"
 	       "FUSE options:\n",
 	       prog, DEFAULT_API_URL);
@@ -155,8 +196,70 @@ struct settings {
 	double timeout;
 	long max_threads;
 	long retries;
+	const char *site_url;
+	const char *log;     /* -o log, or NULL for the default */
 	char *api_url; /* owned */
 };
+
+/* The gateways of NCP's clouds. */
+static const struct {
+	const char *site;
+	const char *url;
+} sites[] = {
+	{ "public", DEFAULT_API_URL },
+	{ "gov", "https://ncloud.apigw.gov-ntruss.com" },
+	{ "fin", "https://fin-ncloud.apigw.fin-ntruss.com" },
+};
+
+/* The gateway of the site named by -o site or NCLOUD_SITE (default public);
+ * NULL with a message for an unknown site. */
+static const char *site_url(const struct options *o)
+{
+	const char *env = getenv("NCLOUD_SITE");
+	const char *site = o->site ? o->site : env && *env ? env : "public";
+
+	for (size_t i = 0; i < sizeof(sites) / sizeof(sites[0]); i++) {
+		if (strcmp(site, sites[i].site) == 0)
+			return sites[i].url;
+	}
+	fprintf(stderr, "ncloudfs: invalid site '%s'%s: expected public, gov or fin\n", site,
+		o->site ? "" : " (from NCLOUD_SITE)");
+	return NULL;
+}
+
+/* Makes a path that need not exist yet absolute (its directory must). */
+static int absolute_new(char **path)
+{
+	char *copy = strdup(*path), *slash, *dir, *abs;
+	const char *base;
+	size_t n;
+
+	if (!copy)
+		return -1;
+	slash = strrchr(copy, '/');
+	base = slash ? slash + 1 : copy;
+	if (slash)
+		*slash = '\0';
+	dir = realpath(slash ? (copy[0] ? copy : "/") : ".", NULL);
+	if (!dir || !*base) {
+		if (dir && !*base)
+			errno = EISDIR;
+		free(dir);
+		free(copy);
+		return -1;
+	}
+	n = strlen(dir) + strlen(base) + 2;
+	abs = malloc(n);
+	if (abs)
+		snprintf(abs, n, "%s/%s", strcmp(dir, "/") ? dir : "", base);
+	free(dir);
+	free(copy);
+	if (!abs)
+		return -1;
+	free(*path);
+	*path = abs;
+	return 0;
+}
 
 /* Makes *path absolute: the daemon leaves the working directory. */
 static int absolute(char **path)
@@ -190,6 +293,15 @@ static int check_options(struct options *o, struct settings *s)
 			strerror(errno));
 		return -1;
 	}
+	s->log = o->log;
+	s->site_url = site_url(o);
+	if (!s->site_url)
+		return -1;
+	if (o->log && strcmp(o->log, "syslog") != 0 && strcmp(o->log, "stderr") != 0 &&
+	    absolute_new(&o->log) < 0) {
+		fprintf(stderr, "ncloudfs: invalid log '%s': %s\n", o->log, strerror(errno));
+		return -1;
+	}
 	if (o->config && absolute(&o->config) < 0) {
 		fprintf(stderr, "ncloudfs: cannot use config '%s': %s\n", o->config,
 			strerror(errno));
@@ -198,8 +310,9 @@ static int check_options(struct options *o, struct settings *s)
 	return 0;
 }
 
-/* The gateway: option, environment, credentials file, default. */
-static const char *pick_api_url(const struct options *o, const struct ncp_creds *cr)
+/* The gateway: option, environment, credentials file, else the site's. */
+static const char *pick_api_url(const struct options *o, const struct ncp_creds *cr,
+				const char *site)
 {
 	const char *env = getenv("NCLOUD_API_GW");
 
@@ -209,7 +322,61 @@ static const char *pick_api_url(const struct options *o, const struct ncp_creds 
 		return env;
 	if (cr->api_url && *cr->api_url)
 		return cr->api_url;
-	return DEFAULT_API_URL;
+	return site;
+}
+
+/* SIGHUP: the handler only wakes a thread, which drops the caches and
+ * reopens the log (neither is safe inside a signal handler). */
+static int hup_pipe[2] = { -1, -1 };
+
+static void on_hup(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (write(hup_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: a drop is already pending */
+	}
+	errno = saved;
+}
+
+static void *hup_thread(void *arg)
+{
+	char c;
+
+	while (read(hup_pipe[0], &c, 1) == 1) {
+		if (log_reopen() < 0)
+			log_msg(LOG_LVL_ERROR, "cannot reopen the log file: %s", strerror(errno));
+		log_msg(LOG_LVL_INFO, "SIGHUP: dropped every cache, reopened the log");
+		fsops_drop_caches(arg);
+	}
+	return NULL;
+}
+
+/* Starts the SIGHUP thread; returns 0 or -1. */
+static int hup_start(struct fsops *fs, pthread_t *thread)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_hup;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	if (pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -1;
+	/* The reading end blocks; only the handler's end must never block. */
+	fcntl(hup_pipe[0], F_SETFL, 0);
+	if (pthread_create(thread, NULL, hup_thread, fs) != 0 || sigaction(SIGHUP, &sa, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+static void hup_stop(pthread_t thread)
+{
+	signal(SIGHUP, SIG_IGN);
+	close(hup_pipe[1]); /* the thread reads end-of-file and returns */
+	pthread_join(thread, NULL);
+	close(hup_pipe[0]);
 }
 
 /* Runs the session until unmount or a signal; returns the exit status. */
@@ -217,25 +384,23 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 		 const struct settings *s)
 {
 	struct fuse_loop_config *cfg;
-	int ret;
+	pthread_t hup;
+	int ret = 1, hup_running = 0;
 
 	if (fuse_set_signal_handlers(se) != 0)
 		return 1;
-	if (fuse_session_mount(se, co->mountpoint) != 0) {
-		ret = 1;
+	if (fuse_session_mount(se, co->mountpoint) != 0)
 		goto out_signals;
-	}
-	if (kio_install(se) != 0) {
-		ret = 1;
+	if (kio_install(se) != 0)
 		goto out_unmount;
-	}
 	fuse_daemonize(co->foreground);
-	log_setup(!co->foreground, co->debug);
-	if (fsops_start(fs, se) < 0) {
-		log_msg(LOG_LVL_ERROR, "cannot start the notification thread");
-		ret = 1;
-		goto out_unmount;
+	if (!s->log)
+		log_setup(co->foreground ? "stderr" : "syslog", co->debug);
+	if (fsops_start(fs, se) < 0 || hup_start(fs, &hup) < 0) {
+		log_msg(LOG_LVL_ERROR, "cannot start the daemon's threads");
+		goto out_stop;
 	}
+	hup_running = 1;
 	log_msg(LOG_LVL_INFO, "mounted %s (API %s, ttl %gs)", co->mountpoint, s->api_url, s->fs.ttl);
 	if (co->singlethread) {
 		ret = fuse_session_loop(se);
@@ -248,10 +413,13 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 		ret = fuse_session_loop_mt(se, cfg);
 		fuse_loop_cfg_destroy(cfg);
 	}
-	fsops_stop(fs);
-	/* A signal (SIGTERM, SIGINT, SIGHUP) ending the loop is a clean exit. */
+	/* A signal (SIGTERM, SIGINT) ending the loop is a clean exit. */
 	ret = ret < 0 ? 1 : 0;
 	log_msg(LOG_LVL_INFO, "unmounting %s", co->mountpoint);
+out_stop:
+	if (hup_running)
+		hup_stop(hup);
+	fsops_stop(fs);
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
@@ -285,17 +453,25 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out;
 	}
+	/* mount(8) runs `ncloudfs SOURCE MOUNTPOINT -o ...`: keep the last. */
+	if (o.npositional &&
+	    fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0)
+		goto out;
 	if (fuse_parse_cmdline(&args, &co) != 0 || check_options(&o, &s) < 0)
 		goto out;
 	if (!co.mountpoint) {
 		fprintf(stderr, "ncloudfs: no mountpoint given (see %s --help)\n", argv[0]);
 		goto out;
 	}
+	if (log_setup(o.log ? o.log : "stderr", co.debug) < 0) {
+		fprintf(stderr, "ncloudfs: cannot open log file %s: %s\n", o.log, strerror(errno));
+		goto out;
+	}
 	if (creds_load(&cr, o.config, o.profile, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
 		goto out;
 	}
-	s.api_url = strdup(pick_api_url(&o, &cr));
+	s.api_url = strdup(pick_api_url(&o, &cr, s.site_url));
 	if (!s.api_url)
 		goto out;
 	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key, o.cafile, s.timeout,
@@ -318,7 +494,6 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, fsops_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
-	log_setup(0, co.debug);
 	ret = serve(se, fs, &co, &s);
 out:
 	if (se)
@@ -338,6 +513,10 @@ out:
 	free(o.max_threads);
 	free(s.api_url);
 	free(o.retries);
+	free(o.site);
+	free(o.log);
+	for (int i = 0; i < o.npositional; i++)
+		free(o.positional[i]);
 	free(o.stale);
 	return ret;
 }
