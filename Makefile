@@ -62,20 +62,22 @@ fuzz-replay: $(FUZZ_TARGETS:%=tests/fuzz/replay_%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== replay $$t"; tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; done
 
-tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRC) .build-flags
+tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRC) .build-flags \
+		$(wildcard client/*.h fs/*.h)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz_$*.c tests/fuzz/replay.c \
 		$(FUZZ_SRC) $(LIBS)
 
-tests/fuzz/libfuzzer_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC)
+tests/fuzz/libfuzzer_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard client/*.h fs/*.h)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all \
 		-Iclient -Ifs $(PKG_CFLAGS) -o $@ tests/fuzz/fuzz_$*.c $(FUZZ_SRC) $(LIBS)
 
 fuzz: $(FUZZ_TARGETS:%=tests/fuzz/libfuzzer_%)
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@rc=0; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; mkdir -p tests/fuzz/findings/$$t; \
 		tests/fuzz/libfuzzer_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=tests/fuzz/findings/$$t/ tests/fuzz/findings/$$t \
-			tests/fuzz/corpus/$$t; done
+			tests/fuzz/corpus/$$t || rc=1; done; exit $$rc
 
 soak: ncloudfs
 	/usr/bin/python3 tests/soak/soak.py
@@ -92,6 +94,49 @@ clean:
 
 install: ncloudfs
 	install -D -m 0755 ncloudfs $(DESTDIR)$(PREFIX)/bin/ncloudfs
+	install -D -m 0644 ncloudfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/ncloudfs.1
+
+# Packages, into dist/: `make deb` (debhelper: dist/ncloudfs_<debian version>_<arch>.deb,
+# e.g. ncloudfs_0.1.0-1_amd64.deb, named as dpkg-buildpackage names it) and `make rpm`
+# (rpmbuild --nodeps: dist/ncloudfs-0.1.0-1.<arch>.rpm). Each builds from a copy of the
+# source tree (tracked files and new ones git does not ignore) in a temporary directory,
+# so the tree stays clean. packaging/debian/changelog and packaging/rpm/ncloudfs.spec
+# must be at $(VERSION).
+.PHONY: deb rpm
+# The package build is its own: no variables from this make (SANITIZE=..., -j).
+PKG_ENV = env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES -u SANITIZE
+PKG_SOURCES = git ls-files -z --cached --others --exclude-standard | \
+	xargs -0 -r sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done; exit 0' sh | \
+	tar -c --null --no-recursion -T -
+
+deb:
+	@set -e; v=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); \
+	if [ "$${v%-*}" != "$(VERSION)" ]; then \
+		echo "deb: packaging/debian/changelog is at $$v, VERSION is $(VERSION)" >&2; exit 1; fi; \
+	[ -e ncloudfs.1 ] || { echo "deb: ncloudfs.1 (the man page) is missing" >&2; exit 1; }; \
+	git rev-parse --is-inside-work-tree > /dev/null; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; src=$$tmp/ncloudfs-$(VERSION); \
+	mkdir "$$src"; $(PKG_SOURCES) | tar -x -C "$$src"; cp -r packaging/debian "$$src/debian"; \
+	echo "deb: dpkg-buildpackage -b -us -uc in $$src"; \
+	(cd "$$src" && $(PKG_ENV) dpkg-buildpackage -b -us -uc) > "$$tmp/build.log" 2>&1 || \
+		{ cat "$$tmp/build.log"; exit 1; }; \
+	deb=ncloudfs_$${v}_$$(dpkg-architecture -qDEB_HOST_ARCH).deb; \
+	mkdir -p dist; mv "$$tmp/$$deb" dist/; echo "deb: dist/$$deb"
+
+rpm:
+	@set -e; v=$$(sed -n 's/^Version:[[:space:]]*//p' packaging/rpm/ncloudfs.spec); \
+	if [ "$$v" != "$(VERSION)" ]; then \
+		echo "rpm: packaging/rpm/ncloudfs.spec is at $$v, VERSION is $(VERSION)" >&2; exit 1; fi; \
+	[ -e ncloudfs.1 ] || { echo "rpm: ncloudfs.1 (the man page) is missing" >&2; exit 1; }; \
+	git rev-parse --is-inside-work-tree > /dev/null; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/SOURCES" "$$tmp/src/ncloudfs-$(VERSION)"; \
+	$(PKG_SOURCES) | tar -x -C "$$tmp/src/ncloudfs-$(VERSION)"; \
+	tar -czf "$$tmp/SOURCES/ncloudfs-$(VERSION).tar.gz" -C "$$tmp/src" ncloudfs-$(VERSION); \
+	echo "rpm: rpmbuild -bb --nodeps in $$tmp"; \
+	$(PKG_ENV) rpmbuild -bb --nodeps --define "_topdir $$tmp" packaging/rpm/ncloudfs.spec \
+		> "$$tmp/build.log" 2>&1 || { cat "$$tmp/build.log"; exit 1; }; \
+	mkdir -p dist; for f in "$$tmp"/RPMS/*/*.rpm; do mv "$$f" dist/; echo "rpm: dist/$${f##*/}"; done
 
 bench: ncloudfs
 	/usr/bin/python3 tests/bench/bench.py $(if $(RUNS),--runs $(RUNS))

@@ -74,7 +74,7 @@ int creds_parse_ini(struct ncp_creds *c, const char *text, size_t len, const cha
 		p += 3;
 	while (p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *b = p, *e = nl ? nl : end, *eq, *kb, *ke, *vb, *ve;
+		const char *b = p, *e = nl ? nl : end, *eq, *kb, *ke, *vb, *ve, *nul;
 		char **slot;
 
 		p = nl ? nl + 1 : end;
@@ -113,6 +113,13 @@ int creds_parse_ini(struct ncp_creds *c, const char *text, size_t len, const cha
 			slot = &c->api_url;
 		else
 			continue;
+		/* The value ends at a NUL byte, as a C string would: cut it
+		 * there, so that what is kept is all text (and all wiped). */
+		nul = memchr(vb, '\0', (size_t)(ve - vb));
+		if (nul) {
+			ve = nul;
+			trim(&vb, &ve);
+		}
 		if (vb == ve) /* an empty value is as good as none */
 			continue;
 		if (set_value(slot, vb, ve) < 0)

@@ -35,28 +35,36 @@ struct tree {
 	char *pool;
 };
 
-static int is_code(json_t *v)
-{
-	json_t *code, *name;
-
-	if (!json_is_object(v) || json_object_size(v) != 2)
-		return 0;
-	code = json_object_get(v, "code");
-	name = json_object_get(v, "codeName");
-	return json_is_string(code) && (json_is_string(name) || json_is_null(name));
-}
-
-static int is_dir(json_t *v)
-{
-	return (json_is_object(v) && !is_code(v)) || json_is_array(v);
-}
-
 static int valid_name(const char *k)
 {
 	size_t n = strlen(k);
 
 	return n > 0 && n <= 255 && strcmp(k, ".") != 0 && strcmp(k, "..") != 0 &&
 	       !strchr(k, '/');
+}
+
+/* A common code: code and codeName are the only keys that can be file names.
+ * Keys that cannot are left out first, so that tree_to_json's {code,
+ * codeName} is read back as the same code. */
+static int is_code(json_t *v)
+{
+	json_t *code, *name, *x;
+	const char *k;
+	size_t n = 0;
+
+	if (!json_is_object(v))
+		return 0;
+	json_object_foreach(v, k, x) {
+		n += valid_name(k);
+	}
+	code = json_object_get(v, "code");
+	name = json_object_get(v, "codeName");
+	return n == 2 && json_is_string(code) && (json_is_string(name) || json_is_null(name));
+}
+
+static int is_dir(json_t *v)
+{
+	return (json_is_object(v) && !is_code(v)) || json_is_array(v);
 }
 
 /* A real as the API most likely printed it: the fewest significant digits
@@ -66,9 +74,9 @@ static void format_real(double d, char *buf, size_t len)
 {
 	int prec, exp;
 
-	for (prec = 1; prec < 17; prec++) {
+	for (prec = 1; prec <= 17; prec++) { /* 17 digits always read back */
 		snprintf(buf, len, "%.*e", prec - 1, d);
-		if (strtod(buf, NULL) == d)
+		if (prec == 17 || strtod(buf, NULL) == d)
 			break;
 	}
 	exp = (int)strtol(strchr(buf, 'e') + 1, NULL, 10); /* our own %e output */
@@ -117,6 +125,8 @@ static void size_name_value(struct sizing *s, const char *name, json_t *v)
 	if (is_dir(v))
 		return;
 	s->pool += strlen(scalar_text(v, num, sizeof(num))) + 1;
+	if (json_is_object(v)) /* a common code: its unusable keys are left out */
+		s->skipped += (unsigned)json_object_size(v) - 2;
 	if (json_is_object(v) && json_is_string(json_object_get(v, "codeName")))
 		s->pool += strlen(json_string_value(json_object_get(v, "codeName"))) + 1;
 }
