@@ -63,6 +63,8 @@ struct fsops {
 	pthread_cond_t cond;
 	struct note *notes;
 	size_t nnotes, notes_cap;
+	int sending;            /* the notifier is telling the kernel a batch */
+	pthread_cond_t drained; /* signalled when no note is queued or being sent */
 	double dir_expiry[MAX_DIRS]; /* when a directory's cached listing goes stale */
 	char *stats;                 /* the /.stats text last made (by lookup or getattr) */
 	size_t stats_len;
@@ -233,6 +235,7 @@ static void *notifier(void *arg)
 		if (nnotes || nexp) {
 			fs->notes = NULL;
 			fs->nnotes = fs->notes_cap = 0;
+			fs->sending = 1;
 			pthread_mutex_unlock(&fs->lock);
 			for (size_t i = 0; i < nnotes; i++)
 				send_note(fs, &notes[i]);
@@ -240,6 +243,9 @@ static void *notifier(void *arg)
 				send_note(fs, &expired[i]);
 			free(notes);
 			pthread_mutex_lock(&fs->lock);
+			fs->sending = 0;
+			if (!fs->nnotes)
+				pthread_cond_broadcast(&fs->drained);
 			continue;
 		}
 		struct timespec until;
@@ -1237,6 +1243,7 @@ struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts
 	fs->gid = getgid();
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->cond, NULL);
+	pthread_cond_init(&fs->drained, NULL);
 	fs->cache = cache_new(client, &co, on_change, fs);
 	if (!fs->cache) {
 		fsops_free(fs);
@@ -1261,6 +1268,7 @@ void fsops_stop(struct fsops *fs)
 	pthread_mutex_lock(&fs->lock);
 	fs->stopping = 1;
 	pthread_cond_signal(&fs->cond);
+	pthread_cond_broadcast(&fs->drained);
 	pthread_mutex_unlock(&fs->lock);
 	pthread_join(fs->thread, NULL);
 	fs->running = 0;
@@ -1274,6 +1282,7 @@ void fsops_free(struct fsops *fs)
 	free(fs->notes);
 	free(fs->stats);
 	pthread_cond_destroy(&fs->cond);
+	pthread_cond_destroy(&fs->drained);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }
@@ -1281,6 +1290,11 @@ void fsops_free(struct fsops *fs)
 void fsops_drop_caches(struct fsops *fs)
 {
 	cache_drop_all(fs->cache);
+	/* Return once the kernel has been told, so that "dropped" means it. */
+	pthread_mutex_lock(&fs->lock);
+	while (fs->running && !fs->stopping && (fs->nnotes || fs->sending))
+		pthread_cond_wait(&fs->drained, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
 }
 
 struct cache *fsops_cache(struct fsops *fs)

@@ -124,7 +124,8 @@ static void usage(const char *prog)
 	       "    -o stale=SECONDS        when a refresh fails, serve the last good answer\n"
 	       "                            this long past its ttl (default 300; 0: never)\n"
 	       "    -o api_url=URL          API gateway (default: $NCLOUD_API_GW, else the\n"
-	       "                            profile's ncloud_api_url, else the site's)\n"
+	       "                            site's if one is given, else the profile's\n"
+	       "                            ncloud_api_url, else the public gateway)\n"
 	       "    -o site=SITE            public, gov or fin: the cloud whose gateway to use\n"
 	       "                            (default: $NCLOUD_SITE, else public: %s)\n"
 	       "    -o cafile=PATH          verify the gateway with the CA certificates in\n"
@@ -310,16 +311,19 @@ static int check_options(struct options *o, struct settings *s)
 	return 0;
 }
 
-/* The gateway: option, environment, credentials file, else the site's. */
+/* The gateway: -o api_url, NCLOUD_API_GW, a site asked for (-o site or
+ * NCLOUD_SITE), the profile's ncloud_api_url, else the public gateway. */
 static const char *pick_api_url(const struct options *o, const struct ncp_creds *cr,
 				const char *site)
 {
-	const char *env = getenv("NCLOUD_API_GW");
+	const char *env = getenv("NCLOUD_API_GW"), *env_site = getenv("NCLOUD_SITE");
 
 	if (o->api_url)
 		return o->api_url;
 	if (env && *env)
 		return env;
+	if (o->site || (env_site && *env_site))
+		return site;
 	if (cr->api_url && *cr->api_url)
 		return cr->api_url;
 	return site;

@@ -232,3 +232,18 @@ def test_a_log_file_that_cannot_be_opened_is_refused(mount):
     """log=/nonexistent/dir/file exits 1 before mounting."""
     m = mount("log=/nonexistent/dir/ncloudfs.log", expect_fail=True)
     assert m.returncode != 0 and "log" in m.log()
+
+
+def test_a_site_asked_for_beats_the_profiles_gateway(emulator, mount):
+    """-o site=gov wins over the profile's ncloud_api_url (here the emulator's)."""
+    d = mount.home / ".ncloud"
+    d.mkdir()
+    (d / "configure").write_text("[DEFAULT]\nncloud_api_url = %s\n" % emulator.url)
+    os.chmod(d / "configure", 0o600)
+    plain = mount("cafile=" + emulator.cafile, api_opts=False)
+    assert read(plain.path / "KR" / "3135" / "osType") == "UBUNTU\n"
+    m = mount("site=gov", "timeout=2", "retries=0", "cafile=" + emulator.cafile,
+              api_opts=False)
+    m.allow_log(r"getRegionList: .*ncloud\.apigw\.gov-ntruss\.com")
+    assert errno_of(os.listdir, m.path) == errno.EIO
+    assert "ncloud.apigw.gov-ntruss.com" in m.log()
