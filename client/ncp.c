@@ -278,6 +278,11 @@ static int decode(const char *action, long status, const char *body, size_t len,
 			err_set(err, NCP_ERR_IO, "unexpected response shape");
 		goto out;
 	}
+	if (json_is_string(json_object_get(resp, "requestId"))) {
+		const char *id = json_string_value(json_object_get(resp, "requestId"));
+
+		copy_clean(err->request_id, sizeof(err->request_id), id, strlen(id));
+	}
 	if (!return_code_ok(resp, err))
 		goto out;
 	*payload = json_incref(resp);

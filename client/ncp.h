@@ -24,6 +24,8 @@ struct ncp_error {
 	char code[32];      /* errorCode / returnCode when the API gave one */
 	char message[256];  /* the API's own message, or curl's, or ours */
 	int attempts;       /* requests sent for this call (retries + 1) */
+	char request_id[64]; /* the answer's requestId, when it had one (also
+				on success, for messages about the data) */
 };
 
 /* Everything the client needs; strings are copied by ncp_client_new. */

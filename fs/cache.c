@@ -278,13 +278,18 @@ void cache_drop_all(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Logs a failed call with the API's own message and the host that failed. */
+/* Logs a failed call with the API's own message, its request id and the
+ * host that failed. */
 static void report(struct cache *c, const char *what, const struct ncp_error *e)
 {
+	char id[80] = "";
+
+	if (e->request_id[0])
+		snprintf(id, sizeof(id), ", request %s", e->request_id);
 	if (e->http_status)
-		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s (from %s)", what, e->http_status,
+		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s (from %s%s)", what, e->http_status,
 			e->code[0] ? " code " : "", e->code, e->message,
-			ncp_client_host(c->client));
+			ncp_client_host(c->client), id);
 	else
 		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message); /* names the host already */
 }
@@ -606,7 +611,8 @@ static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
 	return img->tree ? 0 : -ENOENT;
 }
 
-/* A detail (or list) row as a tree; NULL and a log line when unusable. */
+/* A detail (or list) row as a tree; NULL and a log line when unusable.
+ * what names the call and, when known, its request id. */
 static struct tree *build(const char *what, json_t *image)
 {
 	char err[160];
@@ -626,7 +632,7 @@ static int fetch_image(struct cache *c, const char *region, const char *no, stru
 {
 	struct ncp_error e;
 	json_t *image = NULL;
-	char what[96];
+	char what[160];
 	int err = 0;
 
 	*out = NULL;
@@ -637,6 +643,9 @@ static int fetch_image(struct cache *c, const char *region, const char *no, stru
 		report(c, what, &e);
 		return -ncp_error_errno(&e);
 	}
+	if (e.request_id[0])
+		snprintf(what, sizeof(what), "getServerImageDetail %s/%s (request %s)", region, no,
+			 e.request_id);
 	*out = build(what, image);
 	if (!*out)
 		err = -EIO;

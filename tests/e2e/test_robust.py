@@ -3,6 +3,7 @@ and credential hygiene. Every check counts calls or outcomes; none times anythin
 
 import errno
 import os
+import re
 import stat
 import threading
 
@@ -198,6 +199,9 @@ def test_hostile_images_are_eio_and_the_daemon_keeps_serving(emulator, mount):
         assert errno_of(os.stat, m.path / "KR" / str(no)) == errno.EIO
     assert read(m.path / "KR" / "3135" / "osType") == "UBUNTU\n"
     assert m.proc.poll() is None
+    # The answer that was too deep was a good 200: its line carries the request id.
+    assert re.search(r"KR/500001 \(request [0-9a-f-]{36}\): unusable image: .*deeper",
+                     m.log()), m.log()
 
 
 def test_nesting_up_to_the_limit_is_served(emulator, mount):
