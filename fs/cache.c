@@ -612,18 +612,20 @@ static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
 }
 
 /* A detail (or list) row as a tree; NULL and a log line when unusable.
- * what names the call and, when known, its request id. */
-static struct tree *build(const char *what, json_t *image)
+ * what names the call; request is its request id, or "". */
+static struct tree *build(const char *what, const char *request, json_t *image)
 {
-	char err[160];
+	char err[160], id[80] = "";
 	unsigned skipped = 0;
 	struct tree *t = tree_build(image, &skipped, err, sizeof(err));
 
+	if (request[0])
+		snprintf(id, sizeof(id), " (request %s)", request);
 	if (!t)
-		log_msg(LOG_LVL_ERROR, "%s: unusable image: %s", what, err);
+		log_msg(LOG_LVL_ERROR, "%s: unusable image: %s%s", what, err, id);
 	else if (skipped)
-		log_msg(LOG_LVL_WARNING, "%s: left out %u key(s) that are not valid file names",
-			what, skipped);
+		log_msg(LOG_LVL_WARNING, "%s: left out %u key(s) that are not valid file names%s",
+			what, skipped, id);
 	return t;
 }
 
@@ -632,7 +634,7 @@ static int fetch_image(struct cache *c, const char *region, const char *no, stru
 {
 	struct ncp_error e;
 	json_t *image = NULL;
-	char what[160];
+	char what[96];
 	int err = 0;
 
 	*out = NULL;
@@ -643,10 +645,7 @@ static int fetch_image(struct cache *c, const char *region, const char *no, stru
 		report(c, what, &e);
 		return -ncp_error_errno(&e);
 	}
-	if (e.request_id[0])
-		snprintf(what, sizeof(what), "getServerImageDetail %s/%s (request %s)", region, no,
-			 e.request_id);
-	*out = build(what, image);
+	*out = build(what, e.request_id, image);
 	if (!*out)
 		err = -EIO;
 	json_decref(image);
@@ -809,7 +808,7 @@ static void *map_part(void *arg)
 			continue;
 		}
 		snprintf(what, sizeof(what), "getServerImageList %s/%s", p->region, no);
-		t = build(what, row);
+		t = build(what, "", row);
 		if (t && rows_push(&p->rows, t, parse_no(no)) < 0) {
 			tree_unref(t);
 			p->err = -ENOMEM;

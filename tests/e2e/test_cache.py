@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from expect import read, errno_of
 
 DETAIL, LIST, REGIONS = "getServerImageDetail", "getServerImageList", "getRegionList"
 
@@ -15,21 +16,6 @@ DETAIL, LIST, REGIONS = "getServerImageDetail", "getServerImageList", "getRegion
 def calls(emulator):
     """The emulator's API call counts by action."""
     return emulator.counts()["calls"]
-
-
-def read(path):
-    """Read a file of the mount as text."""
-    with open(path) as f:
-        return f.read()
-
-
-def errno_of(fn, *args):
-    """Run fn(*args); return the errno of the OSError it raised, or None."""
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return None
 
 
 def test_mounting_and_stat_of_the_root_call_nothing(emulator, mount):

@@ -10,27 +10,13 @@ import threading
 import pytest
 
 import emu
+from expect import read, errno_of
 
 DETAIL = "getServerImageDetail"
 # kind -> text of the API's message the log line must hold (None: the API sent none).
 IO_FAULTS = {"500": "Unexpected Error", "503": "Endpoint Error", "429": "Rate Limited",
              "malformed": None, "truncated": None, "nonjson": None, "xml": None, "reset": None}
 AUTH_FAULTS = {"401": "Authentication Failed", "403": "Forbidden"}
-
-
-def read(path):
-    """Read a file of the mount as text."""
-    with open(path) as f:
-        return f.read()
-
-
-def errno_of(fn, *args):
-    """Run fn(*args); return the errno of the OSError it raised, or None."""
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return None
 
 
 def error_lines(m):

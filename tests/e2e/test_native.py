@@ -10,21 +10,7 @@ import time
 import pytest
 
 import emu
-
-
-def read(path):
-    """Read a file of the mount as text."""
-    with open(path) as f:
-        return f.read()
-
-
-def errno_of(fn, *args):
-    """Run fn(*args); return the errno of the OSError it raised, or None."""
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno
-    return None
+from expect import read, errno_of
 
 
 def stats(m):

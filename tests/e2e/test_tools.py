@@ -9,31 +9,12 @@ import subprocess
 from datetime import datetime
 
 import pytest
+from expect import is_code, file_bytes
 
 XATTR = "user.ncp.codeName"
 
 
 # ---- expectations from the emulator's JSON (same rules as test_tree.py) ---------------
-
-def is_code(value):
-    """Tell whether value is an NCP common code {code, codeName}."""
-    return (isinstance(value, dict) and set(value) == {"code", "codeName"}
-            and isinstance(value["code"], str)
-            and (value["codeName"] is None or isinstance(value["codeName"], str)))
-
-
-def file_bytes(value):
-    """Return what the file for a JSON scalar (or common code) holds."""
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"true\n" if value else b"false\n"
-    if isinstance(value, str):
-        return (value + "\n").encode()
-    if is_code(value):
-        return (value["code"] + "\n").encode()
-    return (json.dumps(value) + "\n").encode()
-
 
 def expected_files(value, rel=""):
     """Map each file's relative path to its bytes; directories map to None."""

@@ -17,6 +17,7 @@ import subprocess
 from datetime import datetime
 
 import pytest
+from expect import expected_nodes
 
 XATTR = "user.ncp.codeName"
 GUIDE_IMAGE = ("KR", "3135")
@@ -24,38 +25,6 @@ GUIDE_EPOCH = 1750381179  # 2025-06-20T09:59:39+0900
 
 
 # ---- expectations from the emulator's JSON ------------------------------------------
-
-def is_code(value):
-    """Tell whether value is an NCP common code {code, codeName}."""
-    return (isinstance(value, dict) and set(value) == {"code", "codeName"}
-            and isinstance(value["code"], str)
-            and (value["codeName"] is None or isinstance(value["codeName"], str)))
-
-
-def file_bytes(value):
-    """Return what the file for a JSON scalar (or common code) holds."""
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"true\n" if value else b"false\n"
-    if isinstance(value, str):
-        return (value + "\n").encode()
-    if is_code(value):
-        return (value["code"] + "\n").encode()
-    return (json.dumps(value) + "\n").encode()  # a number, as the API printed it
-
-
-def expected_nodes(value, rel=""):
-    """Map every relative path of an image to ("dir", sorted names) or ("file", bytes, codeName)."""
-    if isinstance(value, (dict, list)) and not is_code(value):
-        items = (list(value.items()) if isinstance(value, dict)
-                 else [(str(i), v) for i, v in enumerate(value)])
-        nodes = {rel: ("dir", sorted(k for k, _ in items), None)}
-        for key, child in items:
-            nodes.update(expected_nodes(child, rel + "/" + key if rel else key))
-        return nodes
-    return {rel: ("file", file_bytes(value), value["codeName"] if is_code(value) else None)}
-
 
 def create_epoch(image):
     """Return the image's createDate as epoch seconds."""
