@@ -28,7 +28,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE
+.PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE \
+	format format-check
 all: ncloudfs
 
 # Objects are rebuilt when the flags change (e.g. SANITIZE=address,undefined).
@@ -51,7 +52,13 @@ unit: $(UNIT_BIN)
 e2e: ncloudfs
 	$(PYTEST) -q tests/e2e
 
-check: unit fuzz-replay e2e
+check: format-check unit fuzz-replay e2e
+
+C_SOURCES = $(wildcard client/*.[ch] fs/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c)
+format:
+	clang-format -i $(C_SOURCES)
+format-check:
+	clang-format --dry-run --Werror $(C_SOURCES)
 
 # Fuzzing (clang, libFuzzer): every parser has a target in tests/fuzz/;
 # fuzz-replay runs their seed corpora without libFuzzer, as part of check.

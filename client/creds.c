@@ -17,8 +17,8 @@
 #include <openssl/crypto.h>
 
 #define CREDS_FILE_MAX (1024 * 1024)
-#define CREDS_ENV_DESC                                                                             \
-	"environment (NCLOUD_ACCESS_KEY_ID/NCLOUD_SECRET_ACCESS_KEY, "                             \
+#define CREDS_ENV_DESC                                                 \
+	"environment (NCLOUD_ACCESS_KEY_ID/NCLOUD_SECRET_ACCESS_KEY, " \
 	"NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY)"
 
 static void wipe_free(char *s)
@@ -221,7 +221,8 @@ static int read_capped(const char *path, char **text, size_t *len, char *errbuf,
 	if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
 		snprintf(errbuf, errlen,
 			 "NCP configuration %s is accessible by group or others (mode %03o); "
-			 "run: chmod 600 %s", path, (unsigned)(st.st_mode & 0777), path);
+			 "run: chmod 600 %s",
+			 path, (unsigned)(st.st_mode & 0777), path);
 		goto out;
 	}
 	for (;;) {
@@ -293,7 +294,7 @@ static int take_env(char **slot, const char *a, const char *b)
 int creds_load(struct ncp_creds *c, const char *config_path, const char *profile, char *errbuf,
 	       size_t errlen)
 {
-	struct ncp_creds file = {0};
+	struct ncp_creds file = { 0 };
 	const char *section;
 	char *path = NULL, *text = NULL;
 	size_t len = 0;

@@ -6,10 +6,10 @@
 #include <stddef.h>
 
 struct ncp_creds {
-	char *access_key;  /* owned; NULL when not found */
-	char *secret_key;  /* owned; wiped by creds_release */
-	char *api_url;     /* ncloud_api_url from the file's section, or NULL */
-	char where[512];   /* human-readable list of places looked, for errors */
+	char *access_key; /* owned; NULL when not found */
+	char *secret_key; /* owned; wiped by creds_release */
+	char *api_url;	  /* ncloud_api_url from the file's section, or NULL */
+	char where[512];  /* human-readable list of places looked, for errors */
 };
 
 /* Loads credentials: NCLOUD_ACCESS_KEY_ID / NCLOUD_SECRET_ACCESS_KEY (else
@@ -19,8 +19,8 @@ struct ncp_creds {
  * otherwise (naming where it looked). api_url is read from the same file
  * section even when the keys come from the environment. On -1 the strings
  * are already released (where is kept); creds_release is safe either way. */
-int creds_load(struct ncp_creds *c, const char *config_path, const char *profile,
-	       char *errbuf, size_t errlen);
+int creds_load(struct ncp_creds *c, const char *config_path, const char *profile, char *errbuf,
+	       size_t errlen);
 
 /* Parses INI text (pure, for tests and the fuzzer): fills c from section.
  * Keys found replace what c held; others are left alone. Returns 0 when the

@@ -370,10 +370,10 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-#define SETOPT(h, opt, val)                                                                        \
-	do {                                                                                       \
-		if (rc == CURLE_OK)                                                                \
-			rc = curl_easy_setopt(h, opt, val);                                        \
+#define SETOPT(h, opt, val)                                 \
+	do {                                                \
+		if (rc == CURLE_OK)                         \
+			rc = curl_easy_setopt(h, opt, val); \
 	} while (0)
 
 /* A new easy handle with everything that does not change between requests. */
@@ -381,7 +381,7 @@ static struct pooled *handle_new(struct ncp_client *c)
 {
 	struct pooled *p = calloc(1, sizeof(*p));
 	double connect_s =
-	    c->timeout_s < NCP_CONNECT_TIMEOUT_MAX ? c->timeout_s : NCP_CONNECT_TIMEOUT_MAX;
+		c->timeout_s < NCP_CONNECT_TIMEOUT_MAX ? c->timeout_s : NCP_CONNECT_TIMEOUT_MAX;
 	CURLcode rc = CURLE_OK;
 
 	if (!p)
@@ -510,8 +510,10 @@ static int parse_api_url(struct ncp_client *c, const char *url, char *errbuf, si
 		goto out;
 	}
 	if (strcasecmp(scheme, "http") == 0 && !loopback_host(host)) {
-		snprintf(errbuf, errlen, "refusing plain http:// to %s: only https:// may leave this "
-					 "machine", host);
+		snprintf(errbuf, errlen,
+			 "refusing plain http:// to %s: only https:// may leave this "
+			 "machine",
+			 host);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
@@ -694,9 +696,8 @@ void ncp_client_free(struct ncp_client *c)
 	free(c);
 }
 
-static const char *const action_names[NCP_NACTIONS] = {
-	"getRegionList", "getServerImageList", "getServerImageDetail", "other"
-};
+static const char *const action_names[NCP_NACTIONS] = { "getRegionList", "getServerImageList",
+							"getServerImageDetail", "other" };
 
 const char *ncp_action_name(enum ncp_action a)
 {
@@ -720,8 +721,8 @@ void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out)
 }
 
 /* Counts one call's final outcome. */
-static void count_call(struct ncp_client *c, const char *action, int answered, long status,
-		       int ok, int attempts, size_t bytes)
+static void count_call(struct ncp_client *c, const char *action, int answered, long status, int ok,
+		       int attempts, size_t bytes)
 {
 	enum ncp_action a = NCP_ACT_OTHER;
 	enum ncp_outcome o;
@@ -865,8 +866,10 @@ static int perform(struct ncp_client *c, const char *url, const char *uri, struc
 	if (rc == CURLE_OK)
 		rc = curl_easy_perform(p->h);
 	curl_easy_getinfo(p->h, CURLINFO_RESPONSE_CODE, status);
-	*retry_after = curl_easy_getinfo(p->h, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
-			       after > 0 ? (double)after : -1;
+	*retry_after =
+		curl_easy_getinfo(p->h, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0
+			? (double)after
+			: -1;
 	if (curl_easy_getinfo(p->h, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
 		atomic_fetch_add(&c->connections, nconn);
 	err->http_status = *status;
@@ -923,7 +926,7 @@ static void backoff(const struct ncp_client *c, int attempt, double retry_after)
 static int call(struct ncp_client *c, const char *action, const struct ncp_param *params,
 		size_t nparams, json_t **payload, struct ncp_error *err, enum shape *shape)
 {
-	struct body b = {0};
+	struct body b = { 0 };
 	char *uri = NULL, *url = NULL;
 	double retry_after;
 	long status = 0;
@@ -1041,9 +1044,9 @@ int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, 
 	snprintf(no, sizeof(no), "%ld", page_no);
 	snprintf(size, sizeof(size), "%ld", page_size);
 	if (region)
-		params[n++] = (struct ncp_param){"regionCode", region};
-	params[n++] = (struct ncp_param){"pageNo", no};
-	params[n++] = (struct ncp_param){"pageSize", size};
+		params[n++] = (struct ncp_param){ "regionCode", region };
+	params[n++] = (struct ncp_param){ "pageNo", no };
+	params[n++] = (struct ncp_param){ "pageSize", size };
 	if (ncp_call(c, "getServerImageList", params, n, &payload, err) < 0)
 		goto out;
 	if (parse_total(json_object_get(payload, "totalRows"), &total) < 0) {
@@ -1085,8 +1088,8 @@ int ncp_image_detail(struct ncp_client *c, const char *region, const char *image
 		return -1;
 	*image = NULL;
 	if (region)
-		params[n++] = (struct ncp_param){"regionCode", region};
-	params[n++] = (struct ncp_param){"serverImageNo", image_no};
+		params[n++] = (struct ncp_param){ "regionCode", region };
+	params[n++] = (struct ncp_param){ "serverImageNo", image_no };
 	if (call(c, "getServerImageDetail", params, n, &payload, err, &shape) < 0) {
 		/* The service's own 400 is how NCP says "no such image"; a
 		 * gateway 400 (malformed request) is not. */

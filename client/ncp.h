@@ -14,28 +14,28 @@
 enum ncp_errkind {
 	NCP_OK = 0,
 	NCP_ERR_NOTFOUND, /* no such image (400 responseError or empty list) */
-	NCP_ERR_AUTH,     /* 401/403 from the gateway */
-	NCP_ERR_IO,       /* everything else: network, 5xx, 429, bad body */
+	NCP_ERR_AUTH,	  /* 401/403 from the gateway */
+	NCP_ERR_IO,	  /* everything else: network, 5xx, 429, bad body */
 };
 
 struct ncp_error {
 	enum ncp_errkind kind;
-	long http_status;   /* 0 when no HTTP answer arrived */
-	char code[32];      /* errorCode / returnCode when the API gave one */
-	char message[256];  /* the API's own message, or curl's, or ours */
-	int attempts;       /* requests sent for this call (retries + 1) */
+	long http_status;    /* 0 when no HTTP answer arrived */
+	char code[32];	     /* errorCode / returnCode when the API gave one */
+	char message[256];   /* the API's own message, or curl's, or ours */
+	int attempts;	     /* requests sent for this call (retries + 1) */
 	char request_id[64]; /* the answer's requestId, when it had one (also
 				on success, for messages about the data) */
 };
 
 /* Everything the client needs; strings are copied by ncp_client_new. */
 struct ncp_config {
-	const char *api_url;    /* e.g. https://ncloud.apigw.ntruss.com, no trailing / needed */
+	const char *api_url; /* e.g. https://ncloud.apigw.ntruss.com, no trailing / needed */
 	const char *access_key;
 	const char *secret_key;
-	const char *cafile;     /* extra CA bundle, or NULL */
-	double timeout_s;       /* bound on each request, whole transfer */
-	int retries;            /* further tries after a 429, 5xx, reset or timeout */
+	const char *cafile; /* extra CA bundle, or NULL */
+	double timeout_s;   /* bound on each request, whole transfer */
+	int retries;	    /* further tries after a 429, 5xx, reset or timeout */
 };
 
 struct ncp_client;
@@ -68,8 +68,8 @@ int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, 
 			json_t **rows, long *total_rows, struct ncp_error *err);
 /* getServerImageDetail: *image a new reference to the image object. Both
  * shapes of "no such image" give -1 with err->kind NCP_ERR_NOTFOUND. */
-int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no,
-		     json_t **image, struct ncp_error *err);
+int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no, json_t **image,
+		     struct ncp_error *err);
 
 /* The gateway's host[:port] (borrowed), for messages. */
 const char *ncp_client_host(const struct ncp_client *c);
@@ -80,16 +80,16 @@ long ncp_client_connections(struct ncp_client *c);
 /* What the client has done, for /.stats: calls by action and final outcome. */
 enum ncp_action { NCP_ACT_REGIONS, NCP_ACT_LIST, NCP_ACT_DETAIL, NCP_ACT_OTHER, NCP_NACTIONS };
 enum ncp_outcome {
-	NCP_OUT_OK,       /* a good answer */
-	NCP_OUT_4XX,      /* 4xx: auth, no such image, bad request, ... */
-	NCP_OUT_5XX,      /* 5xx, after the retries */
+	NCP_OUT_OK,	  /* a good answer */
+	NCP_OUT_4XX,	  /* 4xx: auth, no such image, bad request, ... */
+	NCP_OUT_5XX,	  /* 5xx, after the retries */
 	NCP_OUT_BAD_BODY, /* 200 with a body that could not be used */
 	NCP_OUT_NETWORK,  /* no answer: refused, reset, timeout, ... */
 	NCP_NOUTCOMES
 };
 struct ncp_stats {
 	unsigned long long calls[NCP_NACTIONS][NCP_NOUTCOMES];
-	unsigned long long retries;        /* extra tries */
+	unsigned long long retries;	   /* extra tries */
 	unsigned long long bytes_received; /* response bodies */
 	long connections;
 };
@@ -100,8 +100,8 @@ const char *ncp_outcome_name(enum ncp_outcome o);
 
 /* Decodes one HTTP answer to an action (pure: no I/O, for tests and the
  * fuzzer). Same contract as ncp_call. body need not be NUL-terminated. */
-int ncp_decode(const char *action, long http_status, const char *body, size_t len,
-	       json_t **payload, struct ncp_error *err);
+int ncp_decode(const char *action, long http_status, const char *body, size_t len, json_t **payload,
+	       struct ncp_error *err);
 
 /* The one place an ncp error becomes an errno: AUTH->EACCES,
  * NOTFOUND->ENOENT, else EIO. Returns a positive errno (0 for NCP_OK). */

@@ -36,13 +36,13 @@ struct slot {
 	uint64_t no;
 	struct tree *tree; /* current data, or NULL */
 	struct tree *prev; /* the data of generation gen - 1, for inodes still using it */
-	double fetched;    /* monotonic time the answer counts from; -1: never or forgotten */
-	double good;       /* monotonic time of the last good answer */
+	double fetched;	   /* monotonic time the answer counts from; -1: never or forgotten */
+	double good;	   /* monotonic time of the last good answer */
 	uint32_t region;
 	uint32_t mark; /* listing build that last saw this slot */
 	uint16_t gen;
 	uint8_t state;
-	uint8_t warned; /* a stale answer was logged since the last good one */
+	uint8_t warned;	     /* a stale answer was logged since the last good one */
 	uint8_t name_logged; /* its name was found unusable for .by-name */
 	struct flight flight;
 };
@@ -51,11 +51,11 @@ struct cache_names {
 	unsigned refs;
 	uint32_t n;
 	struct cache_ids *from; /* the listing these were made of (a reference) */
-	double made;            /* ... as fetched then: names change with the data */
+	double made;		/* ... as fetched then: names change with the data */
 	struct name_entry {
 		uint32_t name; /* offset in pool */
 		uint32_t slot;
-	} *entries;
+	} * entries;
 	char *pool;
 };
 
@@ -134,9 +134,10 @@ static int serve_stale(struct cache *c, const char *what, double good, double *f
 	*fetched = now < until ? now : until;
 	c->stats.stale++;
 	if (!*warned)
-		log_msg(LOG_LVL_WARNING, "%s: refresh failed; serving the answer from %.0f s ago "
-					 "for up to %.0f s more", what, now - good,
-			until + c->opts.ttl - now);
+		log_msg(LOG_LVL_WARNING,
+			"%s: refresh failed; serving the answer from %.0f s ago "
+			"for up to %.0f s more",
+			what, now - good, until + c->opts.ttl - now);
 	*warned = 1;
 	return 1;
 }
@@ -288,8 +289,8 @@ static void report(struct cache *c, const char *what, const struct ncp_error *e)
 		snprintf(id, sizeof(id), ", request %s", e->request_id);
 	if (e->http_status)
 		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s (from %s%s)", what, e->http_status,
-			e->code[0] ? " code " : "", e->code, e->message,
-			ncp_client_host(c->client), id);
+			e->code[0] ? " code " : "", e->code, e->message, ncp_client_host(c->client),
+			id);
 	else
 		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message); /* names the host already */
 }
@@ -338,7 +339,8 @@ static void install_regions(struct cache *c, json_t *list)
 	if (!ids)
 		return;
 	ids->n = 0;
-	json_array_foreach(list, i, r) {
+	json_array_foreach(list, i, r)
+	{
 		const char *code = json_string_value(json_object_get(r, "regionCode"));
 		int64_t id;
 
@@ -389,8 +391,8 @@ static int regions_locked(struct cache *c)
 	pthread_mutex_lock(&c->lock);
 	if (!err)
 		install_regions(c, list);
-	else if (c->regions && serve_stale(c, "getRegionList", c->regions_good,
-					   &c->regions_fetched, &c->regions_warned))
+	else if (c->regions && serve_stale(c, "getRegionList", c->regions_good, &c->regions_fetched,
+					   &c->regions_warned))
 		err = 0;
 	flight_land(c, &c->regions_flight, err);
 	json_decref(list);
@@ -555,7 +557,6 @@ static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
 	return c->nslot++;
 }
 
-
 /* With c->lock held: gives slot new data (t, consumed) or marks it missing
  * (t NULL), bumping the generation when anything changed. */
 static void install_image(struct cache *c, uint32_t idx, struct tree *t, double when)
@@ -606,8 +607,8 @@ static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
 	slot_name(s, img->no, sizeof(img->no));
 	img->tree = s->tree && s->state == SLOT_OK ? tree_ref(s->tree) : NULL;
 	img->mtime = tree_mtime(c, img->tree);
-	img->ttl_left = ttl_left(s->fetched, s->state == SLOT_OK ? c->opts.ttl
-								 : c->opts.negative_ttl);
+	img->ttl_left =
+		ttl_left(s->fetched, s->state == SLOT_OK ? c->opts.ttl : c->opts.negative_ttl);
 	return img->tree ? 0 : -ENOENT;
 }
 
@@ -803,8 +804,10 @@ static void *map_part(void *arg)
 		struct tree *t;
 
 		if (!row_no(row, no, sizeof(no))) {
-			log_msg(LOG_LVL_WARNING, "getServerImageList %s: skipping a row without a "
-						 "usable serverImageNo", p->region);
+			log_msg(LOG_LVL_WARNING,
+				"getServerImageList %s: skipping a row without a "
+				"usable serverImageNo",
+				p->region);
 			continue;
 		}
 		snprintf(what, sizeof(what), "getServerImageList %s/%s", p->region, no);
@@ -890,7 +893,8 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 
 		if (ncp_image_list_page(c->client, region, page, LIST_PAGE_SIZE, &part, &total,
 					&e) < 0) {
-			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, page);
+			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region,
+				 page);
 			report(c, what, &e);
 			return -ncp_error_errno(&e);
 		}
@@ -1007,7 +1011,6 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 
 /* ---- images by name ---- */
 
-
 /* The serverImageName of slot idx as a file name, or NULL (logged once). */
 static const char *usable_name(struct cache *c, uint32_t idx)
 {
@@ -1027,8 +1030,10 @@ static const char *usable_name(struct cache *c, uint32_t idx)
 		char no[24];
 
 		slot_name(s, no, sizeof(no));
-		log_msg(LOG_LVL_WARNING, "%s/%s: serverImageName is not a valid file name; "
-					 "not in .by-name", c->region[s->region].code, no);
+		log_msg(LOG_LVL_WARNING,
+			"%s/%s: serverImageName is not a valid file name; "
+			"not in .by-name",
+			c->region[s->region].code, no);
 		s->name_logged = 1;
 	}
 	return NULL;
@@ -1082,7 +1087,8 @@ static struct cache_names *names_build(struct cache *c, struct cache_ids *listin
 	for (uint32_t i = 0; i < n->n;) {
 		uint32_t j = i + 1;
 
-		while (j < n->n && !strcmp(n->pool + n->entries[i].name, n->pool + n->entries[j].name))
+		while (j < n->n &&
+		       !strcmp(n->pool + n->entries[i].name, n->pool + n->entries[j].name))
 			j++;
 		for (uint32_t k = i; j - i > 1 && k < j; k++) {
 			const char *name = n->pool + n->entries[k].name;
@@ -1090,9 +1096,11 @@ static struct cache_names *names_build(struct cache *c, struct cache_ids *listin
 
 			slot_name(&c->slot[n->entries[k].slot], no, sizeof(no));
 			n->entries[k].name = (uint32_t)used;
-			used += (size_t)snprintf(n->pool + used, cap - used, "%.*s~%s",
-						 (int)(len + strlen(no) + 1 > 255 ? 254 - strlen(no) : len),
-						 name, no) + 1;
+			used += (size_t)snprintf(
+					n->pool + used, cap - used, "%.*s~%s",
+					(int)(len + strlen(no) + 1 > 255 ? 254 - strlen(no) : len),
+					name, no) +
+				1;
 		}
 		i = j;
 	}

@@ -15,9 +15,9 @@
 struct cache;
 
 struct cache_opts {
-	double ttl;          /* seconds an answer stays fresh */
+	double ttl;	     /* seconds an answer stays fresh */
 	double negative_ttl; /* seconds "no such image" stays fresh */
-	double stale;        /* seconds past ttl a good answer may stand in for a
+	double stale;	     /* seconds past ttl a good answer may stand in for a
 				failed refresh (stale-if-error) */
 };
 
@@ -30,8 +30,7 @@ enum cache_change {
 /* Called with the cache locked: must only queue work, never call back in.
  * name is the region's code for CACHE_LISTING_CHANGED, the image's number
  * for CACHE_IMAGE_CHANGED, NULL otherwise. */
-typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region,
-			     const char *name);
+typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region, const char *name);
 
 /* An immutable, reference-counted list of ids (regions or image slots). */
 struct cache_ids {
@@ -47,9 +46,9 @@ struct cache_image {
 	uint16_t gen;
 	uint32_t region;
 	struct tree *tree;
-	int64_t mtime;   /* createDate, else the time ncloudfs started */
+	int64_t mtime;	 /* createDate, else the time ncloudfs started */
 	double ttl_left; /* seconds until this answer expires (>= 0) */
-	char no[24];     /* serverImageNo */
+	char no[24];	 /* serverImageNo */
 };
 
 /* Creates a cache over client (borrowed; must outlive the cache). */
@@ -81,8 +80,7 @@ void cache_ids_unref(struct cache *c, struct cache_ids *ids);
 /* Looks an image up by number (canonical decimal only; anything else is
  * -ENOENT without a fetch), fetching if stale. 0 and *img, -ENOENT (with
  * img->ttl_left saying how long that holds), or another -errno. */
-int cache_image_lookup(struct cache *c, uint32_t region, const char *no,
-		       struct cache_image *img);
+int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct cache_image *img);
 /* The data of slot at generation gen (-1: whatever is current), without
  * fetching: the current one, or the one it replaced. 0, -ENOENT when the
  * current state is "missing", or -ESTALE when that generation is gone. */
@@ -90,12 +88,12 @@ int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_im
 
 /* What the cache has done, for /.stats and statfs. */
 struct cache_stats {
-	uint64_t hits;      /* answered from the cache */
+	uint64_t hits;	    /* answered from the cache */
 	uint64_t misses;    /* fetched */
 	uint64_t coalesced; /* waited for another reader's fetch */
-	uint64_t stale;     /* served a stale answer after a failed refresh */
+	uint64_t stale;	    /* served a stale answer after a failed refresh */
 	uint64_t images;    /* image slots held */
-	uint64_t bytes;     /* bytes of image trees held */
+	uint64_t bytes;	    /* bytes of image trees held */
 };
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 

@@ -25,7 +25,7 @@
 #include "log.h"
 
 #define INO_ROOT 1ull
-#define INO_STATS 2ull   /* /.stats */
+#define INO_STATS 2ull /* /.stats */
 #define INO_REGION 0x10000ull
 #define INO_BYNAME 0x20000ull /* <region>/.by-name */
 #define INO_IMAGE (1ull << 63)
@@ -63,10 +63,10 @@ struct fsops {
 	pthread_cond_t cond;
 	struct note *notes;
 	size_t nnotes, notes_cap;
-	int sending;            /* the notifier is telling the kernel a batch */
-	pthread_cond_t drained; /* signalled when no note is queued or being sent */
+	int sending;		     /* the notifier is telling the kernel a batch */
+	pthread_cond_t drained;	     /* signalled when no note is queued or being sent */
 	double dir_expiry[MAX_DIRS]; /* when a directory's cached listing goes stale */
-	char *stats;                 /* the /.stats text last made (by lookup or getattr) */
+	char *stats;		     /* the /.stats text last made (by lookup or getattr) */
 	size_t stats_len;
 };
 
@@ -102,8 +102,8 @@ static int is_byname_ino(fuse_ino_t ino)
 
 static fuse_ino_t image_ino(uint32_t slot, uint16_t gen, uint32_t node)
 {
-	return INO_IMAGE | (uint64_t)slot << (GEN_BITS + NODE_BITS) |
-	       (uint64_t)gen << NODE_BITS | node;
+	return INO_IMAGE | (uint64_t)slot << (GEN_BITS + NODE_BITS) | (uint64_t)gen << NODE_BITS |
+	       node;
 }
 
 static void split_image_ino(fuse_ino_t ino, uint32_t *slot, uint16_t *gen, uint32_t *node)
@@ -284,8 +284,7 @@ static void dir_attr(struct fsops *fs, fuse_ino_t ino, int64_t mtime, nlink_t nl
 	st->st_atime = st->st_mtime = st->st_ctime = (time_t)mtime;
 }
 
-static void file_attr(struct fsops *fs, fuse_ino_t ino, int64_t mtime, size_t size,
-		      struct stat *st)
+static void file_attr(struct fsops *fs, fuse_ino_t ino, int64_t mtime, size_t size, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -368,8 +367,9 @@ static ssize_t stats_refresh(struct fsops *fs)
 	}
 	fprintf(f, "api_retries: %llu\napi_bytes_received: %llu\napi_connections: %ld\n",
 		ns.retries, ns.bytes_received, ns.connections);
-	fprintf(f, "cache_hits: %llu\ncache_misses: %llu\ncache_coalesced: %llu\n"
-		   "cache_stale_serves: %llu\ncache_images: %llu\ncache_bytes: %llu\n",
+	fprintf(f,
+		"cache_hits: %llu\ncache_misses: %llu\ncache_coalesced: %llu\n"
+		"cache_stale_serves: %llu\ncache_images: %llu\ncache_bytes: %llu\n",
 		(unsigned long long)cs.hits, (unsigned long long)cs.misses,
 		(unsigned long long)cs.coalesced, (unsigned long long)cs.stale,
 		(unsigned long long)cs.images, (unsigned long long)cs.bytes);
@@ -713,7 +713,8 @@ static int readdir_root(struct fsops *fs, struct dirbuf *d, off_t off)
 		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < ids->n; i++) {
 			memset(&e, 0, sizeof(e));
 			e.ino = region_ino(ids->ids[i]);
-			dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, ids->ids[i]), 1, &e.attr);
+			dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, ids->ids[i]), 1,
+				 &e.attr);
 			set_timeouts(&e, left);
 			if (emit(d, cache_region_code(fs->cache, ids->ids[i]), &e, (off_t)i + 3))
 				break;
@@ -929,8 +930,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pthread_mutex_lock(&fs->lock);
 		if ((size_t)off < fs->stats_len)
 			fuse_reply_buf(req, fs->stats + off,
-				       fs->stats_len - (size_t)off < size ? fs->stats_len - (size_t)off
-									  : size);
+				       fs->stats_len - (size_t)off < size
+					       ? fs->stats_len - (size_t)off
+					       : size);
 		else
 			fuse_reply_buf(req, NULL, 0);
 		pthread_mutex_unlock(&fs->lock);
@@ -957,7 +959,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (!buf)
 			err = -ENOMEM;
 		else if ((size_t)off < len)
-			fuse_reply_buf(req, buf + off, len - (size_t)off < size ? len - (size_t)off : size);
+			fuse_reply_buf(req, buf + off,
+				       len - (size_t)off < size ? len - (size_t)off : size);
 		else
 			fuse_reply_buf(req, NULL, 0);
 	} else if (node >= tree_count(img.tree)) {
@@ -1103,8 +1106,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
-	log_msg(LOG_LVL_DEBUG, "kernel protocol %u.%u, capable %#x, want %#x, zero-round-trip opens %s",
-		conn->proto_major, conn->proto_minor, conn->capable, conn->want, fs->no_open ? "on" : "off");
+	log_msg(LOG_LVL_DEBUG,
+		"kernel protocol %u.%u, capable %#x, want %#x, zero-round-trip opens %s",
+		conn->proto_major, conn->proto_minor, conn->capable, conn->want,
+		fs->no_open ? "on" : "off");
 }
 
 /* Every way of writing is refused; the mount is read-only as well. */

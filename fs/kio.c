@@ -12,8 +12,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static _Atomic uint64_t init_unique;  /* the INIT request's id, once seen */
-static atomic_int kernel_parallel;    /* the kernel offered parallel dirops */
+static _Atomic uint64_t init_unique; /* the INIT request's id, once seen */
+static atomic_int kernel_parallel;   /* the kernel offered parallel dirops */
 
 static ssize_t kio_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -37,8 +37,8 @@ static ssize_t kio_writev(int fd, struct iovec *iov, int count, void *userdata)
 	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
 		const struct fuse_out_header *out = iov[0].iov_base;
 
-		if (out->error == 0 && out->unique != 0 && out->unique == atomic_load(&init_unique) &&
-		    atomic_load(&kernel_parallel)) {
+		if (out->error == 0 && out->unique != 0 &&
+		    out->unique == atomic_load(&init_unique) && atomic_load(&kernel_parallel)) {
 			struct fuse_init_out *arg = iov[1].iov_base;
 
 			arg->flags |= FUSE_PARALLEL_DIROPS;

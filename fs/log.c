@@ -84,7 +84,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		now = time(NULL);
 		localtime_r(&now, &tm);
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S%z", &tm);
-		fprintf(file, "%s ncloudfs[%ld]: %s: %s\n", stamp, (long)getpid(), names[level], line);
+		fprintf(file, "%s ncloudfs[%ld]: %s: %s\n", stamp, (long)getpid(), names[level],
+			line);
 	} else {
 		fprintf(stderr, "ncloudfs: %s: %s\n", names[level], line);
 	}

@@ -46,6 +46,7 @@ struct options {
 
 enum { KEY_HELP, KEY_VERSION, KEY_MOUNT8 };
 
+/* clang-format off */
 #define OPT(t, f) { t, offsetof(struct options, f), 0 }
 static const struct fuse_opt option_spec[] = {
 	OPT("api_url=%s", api_url),
@@ -80,6 +81,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--version", KEY_VERSION),
 	FUSE_OPT_END,
 };
+/* clang-format on */
 
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -184,7 +186,8 @@ static int parse_count(const char *name, const char *s, long min, long max, long
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (end == s || *end || errno || v < min || v > max) {
-		fprintf(stderr, "ncloudfs: invalid %s '%s': expected a whole number from %ld to %ld\n",
+		fprintf(stderr,
+			"ncloudfs: invalid %s '%s': expected a whole number from %ld to %ld\n",
 			name, s, min, max);
 		return -1;
 	}
@@ -198,8 +201,8 @@ struct settings {
 	long max_threads;
 	long retries;
 	const char *site_url;
-	const char *log;     /* -o log, or NULL for the default */
-	char *api_url; /* owned */
+	const char *log; /* -o log, or NULL for the default */
+	char *api_url;	 /* owned */
 };
 
 /* The gateways of NCP's clouds. */
@@ -405,7 +408,8 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 		goto out_stop;
 	}
 	hup_running = 1;
-	log_msg(LOG_LVL_INFO, "mounted %s (API %s, ttl %gs)", co->mountpoint, s->api_url, s->fs.ttl);
+	log_msg(LOG_LVL_INFO, "mounted %s (API %s, ttl %gs)", co->mountpoint, s->api_url,
+		s->fs.ttl);
 	if (co->singlethread) {
 		ret = fuse_session_loop(se);
 	} else {
@@ -458,8 +462,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	/* mount(8) runs `ncloudfs SOURCE MOUNTPOINT -o ...`: keep the last. */
-	if (o.npositional &&
-	    fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0)
+	if (o.npositional && fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0)
 		goto out;
 	if (fuse_parse_cmdline(&args, &co) != 0 || check_options(&o, &s) < 0)
 		goto out;
@@ -478,8 +481,8 @@ int main(int argc, char *argv[])
 	s.api_url = strdup(pick_api_url(&o, &cr, s.site_url));
 	if (!s.api_url)
 		goto out;
-	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key, o.cafile, s.timeout,
-				  (int)s.retries };
+	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key,
+				  o.cafile,  s.timeout,	    (int)s.retries };
 	client = ncp_client_new(&nc, err, sizeof(err));
 	if (!client) {
 		fprintf(stderr, "ncloudfs: %s\n", err);

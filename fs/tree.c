@@ -30,7 +30,7 @@ struct tree {
 	uint32_t count;
 	uint32_t pool_len;
 	int has_date;
-	int64_t date; /* createDate, parsed once */
+	int64_t date;	     /* createDate, parsed once */
 	struct tnode *nodes; /* points into this same block */
 	char *pool;
 };
@@ -39,8 +39,7 @@ static int valid_name(const char *k)
 {
 	size_t n = strlen(k);
 
-	return n > 0 && n <= 255 && strcmp(k, ".") != 0 && strcmp(k, "..") != 0 &&
-	       !strchr(k, '/');
+	return n > 0 && n <= 255 && strcmp(k, ".") != 0 && strcmp(k, "..") != 0 && !strchr(k, '/');
 }
 
 /* A common code: code and codeName are the only keys that can be file names.
@@ -54,7 +53,8 @@ static int is_code(json_t *v)
 
 	if (!json_is_object(v))
 		return 0;
-	json_object_foreach(v, k, x) {
+	json_object_foreach(v, k, x)
+	{
 		n += valid_name(k);
 	}
 	code = json_object_get(v, "code");
@@ -142,7 +142,8 @@ static int size_dir(struct sizing *s, json_t *dir, int depth)
 		const char *k;
 		json_t *v;
 
-		json_object_foreach(dir, k, v) {
+		json_object_foreach(dir, k, v)
+		{
 			if (!valid_name(k)) {
 				s->skipped++;
 				continue;
@@ -155,7 +156,8 @@ static int size_dir(struct sizing *s, json_t *dir, int depth)
 		size_t i;
 		json_t *v;
 
-		json_array_foreach(dir, i, v) {
+		json_array_foreach(dir, i, v)
+		{
 			snprintf(idx, sizeof(idx), "%zu", i);
 			size_name_value(s, idx, v);
 			if (is_dir(v) && size_dir(s, v, depth + 1) < 0)
@@ -232,7 +234,8 @@ static void fill_dir(struct filler *f, uint32_t d)
 		const char *k;
 		json_t *v;
 
-		json_object_foreach(dir, k, v) {
+		json_object_foreach(dir, k, v)
+		{
 			if (valid_name(k))
 				add_child(f, k, v);
 		}
@@ -241,7 +244,8 @@ static void fill_dir(struct filler *f, uint32_t d)
 		size_t i;
 		json_t *v;
 
-		json_array_foreach(dir, i, v) {
+		json_array_foreach(dir, i, v)
+		{
 			snprintf(idx, sizeof(idx), "%zu", i);
 			add_child(f, idx, v);
 		}

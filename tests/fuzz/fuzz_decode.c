@@ -13,9 +13,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Indexed by the first byte modulo 9: the seeds start with 'H' to 'P', which
  * pick these in order (their names start with the status they pick). */
-static const long statuses[] = {200, 400, 401, 403, 404, 429, 500, 503, 504};
-static const char *const actions[] = {"getRegionList", "getServerImageList",
-				      "getServerImageDetail"};
+static const long statuses[] = { 200, 400, 401, 403, 404, 429, 500, 503, 504 };
+static const char *const actions[] = { "getRegionList", "getServerImageList",
+				       "getServerImageDetail" };
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no
  * surrogates, nothing past U+10FFFF), 0 if there is none. */

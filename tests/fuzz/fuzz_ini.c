@@ -92,7 +92,7 @@ static int first_section(const uint8_t *data, size_t size, char *name, size_t ca
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct ncp_creds a = {0}, b = {0};
+	struct ncp_creds a = { 0 }, b = { 0 };
 	const char *text = (const char *)data;
 	char section[512];
 	int header, rc;

@@ -30,7 +30,7 @@ static int parse(struct ncp_creds *c, const char *text, const char *section)
 
 static void test_parse(void)
 {
-	struct ncp_creds c = {0};
+	struct ncp_creds c = { 0 };
 
 	CHECK(parse(&c,
 		    "[DEFAULT]\n"

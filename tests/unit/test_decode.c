@@ -331,7 +331,7 @@ static void test_errno(void)
 
 static void test_client_new(void)
 {
-	struct ncp_config cfg = {"https://ncloud.apigw.ntruss.com/", "AK", "SK", NULL, 5, 0};
+	struct ncp_config cfg = { "https://ncloud.apigw.ntruss.com/", "AK", "SK", NULL, 5, 0 };
 	struct ncp_client *c;
 	char eb[256];
 
@@ -499,9 +499,9 @@ static int serve(int fd, char *req)
 	img = img ? img + strlen("serverImageNo=") : "";
 	if (strncmp(action, "getRegionList?", 14) == 0)
 		return respond(
-		    fd, 200,
-		    "{\"getRegionListResponse\":{\"regionList\":[{\"regionCode\":\"KR\"}],"
-		    "\"returnCode\":\"0\"}}");
+			fd, 200,
+			"{\"getRegionListResponse\":{\"regionList\":[{\"regionCode\":\"KR\"}],"
+			"\"returnCode\":\"0\"}}");
 	if (strncmp(action, "getServerImageList?", 19) == 0) {
 		if (strstr(target, "regionCode=EMPTY&"))
 			return respond(fd, 200,
@@ -648,7 +648,7 @@ static void server_stop(void)
 static struct ncp_client *loopback_client(const char *path, long timeout_s)
 {
 	char url[128], eb[256];
-	struct ncp_config cfg = {url, TEST_AK, TEST_SK, NULL, timeout_s, 0};
+	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, timeout_s, 0 };
 	struct ncp_client *c;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", srv.port, path);
@@ -669,7 +669,7 @@ static void test_loopback_calls(void)
 {
 	struct ncp_client *c = loopback_client("/", 10);
 	struct ncp_error err;
-	struct ncp_param params[] = {{"serverImageName", "my image&=+/~\xc3\xa9"}};
+	struct ncp_param params[] = { { "serverImageName", "my image&=+/~\xc3\xa9" } };
 	json_t *j = NULL;
 	char target[1024];
 	long total = -1;
@@ -762,7 +762,7 @@ static void test_loopback_prefix_and_auth(void)
 {
 	struct ncp_client *c = loopback_client("/gw/prefix//", 10);
 	char url[128], eb[256], target[1024];
-	struct ncp_config cfg = {url, "WRONGKEY", TEST_SK, NULL, 10, 0};
+	struct ncp_config cfg = { url, "WRONGKEY", TEST_SK, NULL, 10, 0 };
 	struct ncp_error err;
 	json_t *j = NULL;
 
@@ -794,7 +794,7 @@ static void test_loopback_prefix_and_auth(void)
 static void test_loopback_failures(void)
 {
 	struct ncp_client *c = loopback_client("", 1);
-	struct ncp_config cfg = {"http://127.0.0.1:1", TEST_AK, TEST_SK, NULL, 5, 0};
+	struct ncp_config cfg = { "http://127.0.0.1:1", TEST_AK, TEST_SK, NULL, 5, 0 };
 	char want[64];
 	struct ncp_error err;
 	json_t *j = NULL;
