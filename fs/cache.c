@@ -22,6 +22,7 @@
 #define LIST_PAGE_SIZE 1000
 #define MAX_REGIONS 256
 #define MAX_LIST_PAGES 10000
+#define STALE_RETRY_S 5.0 /* least time between refreshes of a failing object */
 
 /* One fetch in progress, and how the last one ended. */
 struct flight {
@@ -131,7 +132,11 @@ static int serve_stale(struct cache *c, const char *what, double good, double *f
 
 	if (c->opts.stale <= 0 || good < 0 || now >= until + c->opts.ttl)
 		return 0;
-	*fetched = now < until ? now : until;
+	/* Readers of a failing object pay the retry cycle at most every few
+	 * seconds, however short the ttl. */
+	*fetched = now + (c->opts.ttl < STALE_RETRY_S ? STALE_RETRY_S - c->opts.ttl : 0);
+	if (*fetched > until)
+		*fetched = until;
 	c->stats.stale++;
 	if (!*warned)
 		log_msg(LOG_LVL_WARNING,

@@ -5,6 +5,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
@@ -449,6 +452,14 @@ int main(int argc, char *argv[])
 	char err[512];
 	int ret = 1;
 
+#ifdef __GLIBC__
+	/* glibc gives each busy thread its own heap arena and keeps what is
+	 * freed in each: with 64 FUSE threads RSS would creep up for ever. A
+	 * fixed mmap threshold keeps response bodies and list pages (MiBs, short
+	 * lived) out of the heaps, where they would leave holes. */
+	mallopt(M_ARENA_MAX, 2);
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0)
 		goto out;
 	if (o.help) {

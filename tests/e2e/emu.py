@@ -202,6 +202,14 @@ class Emulator:
         self.control("POST", "fault", {"kind": str(kind), "action": action, "count": count,
                                        "retry_after": retry_after, "match": match})
 
+    def chaos(self, rate, kinds=None, hang_seconds=3, retry_after=1, seed=None):
+        """Fail each API call with probability rate, a kind picked from kinds (0: off)."""
+        body = {"rate": rate, "hang_seconds": hang_seconds, "retry_after": retry_after,
+                "seed": seed}
+        if kinds is not None:
+            body["kinds"] = [str(k) for k in kinds]
+        self.control("POST", "chaos", body)
+
     def clear_faults(self):
         """Drop all faults and release hanging requests."""
         self.control("POST", "fault/clear", {})

@@ -4,7 +4,8 @@
 Serves getRegionList, getServerImageList and getServerImageDetail over HTTPS
 (or HTTP with --http) on 127.0.0.1, with API Gateway signature v2 checks, the
 gateway's and the service's error shapes, and a control API under /_emu/ (no
-auth, JSON) for tests: counters, latency, injected faults, data edits.
+auth, JSON) for tests: counters, latency, injected faults, random faults
+("chaos"), data edits.
 
 Sample data, deterministic for a given --seed: KR/3135 is the API guide's
 example; KR has --images more numbered from 100001, SGN and JPN five each
@@ -40,6 +41,7 @@ API_PREFIX = "/vserver/v2/"
 REGIONS = (("KR", "Korea"), ("SGN", "Singapore"), ("JPN", "Japan"))
 TIMESTAMP_WINDOW_MS = 300_000
 HANG_SECONDS = 60
+CHAOS_HANG_SECONDS = 3
 MAX_PAGE_SIZE = 1000
 REQUEST_LOG_SIZE = 1000
 
@@ -261,6 +263,8 @@ class State:
         self.release = threading.Event()
         self.stopping = threading.Event()
         self.conn_serial = 0
+        self.chaos = None
+        self.chaos_rng = random.Random()
         self.reset_counters()
 
     def reset_counters(self):
@@ -271,6 +275,7 @@ class State:
         self.api_connections = 0
         self.auth_failures = 0
         self.requests = []
+        self.chaos_counts = {}
 
     def now_ms(self):
         """Return the emulator's clock in epoch milliseconds, skew included."""
@@ -294,11 +299,14 @@ class State:
             del self.requests[:-REQUEST_LOG_SIZE]
 
     def counts(self):
-        """Return the counters as the /_emu/counts JSON object."""
+        """Return the counters as the /_emu/counts JSON object ("chaos" once it was set)."""
         with self.lock:
-            return {"calls": dict(self.calls), "calls_by_status": dict(self.calls_by_status),
-                    "connections": self.connections, "api_connections": self.api_connections,
-                    "auth_failures": self.auth_failures}
+            counts = {"calls": dict(self.calls), "calls_by_status": dict(self.calls_by_status),
+                      "connections": self.connections, "api_connections": self.api_connections,
+                      "auth_failures": self.auth_failures}
+            if self.chaos is not None:
+                counts["chaos"] = dict(self.chaos_counts)
+            return counts
 
     def images_sorted(self, region):
         """Return the region's images in ascending serverImageNo order."""
@@ -344,6 +352,23 @@ class State:
                 return fault
         return None
 
+    def set_chaos(self, chaos, seed):
+        """Fail each later call with probability chaos["rate"] (0 turns it off)."""
+        with self.lock:
+            self.chaos = chaos
+            self.chaos_rng = random.Random(seed)
+
+    def take_chaos(self):
+        """Return a random fault for this call, or None; count it by kind."""
+        with self.lock:
+            chaos = self.chaos
+            if not chaos or self.chaos_rng.random() >= chaos["rate"]:
+                return None
+            kind = self.chaos_rng.choice(chaos["kinds"])
+            self.chaos_counts[kind] = self.chaos_counts.get(kind, 0) + 1
+            return {"kind": kind, "retry_after": chaos["retry_after"],
+                    "hang_seconds": chaos["hang_seconds"]}
+
     def clear_faults(self):
         """Drop every fault and release every hanging request."""
         with self.lock:
@@ -351,11 +376,11 @@ class State:
             self.release.set()
             self.release = threading.Event()
 
-    def hang(self):
-        """Block up to HANG_SECONDS, until faults are cleared or the emulator stops."""
+    def hang(self, seconds=HANG_SECONDS):
+        """Block up to seconds, until faults are cleared or the emulator stops."""
         with self.lock:
             release = self.release
-        deadline = time.monotonic() + HANG_SECONDS
+        deadline = time.monotonic() + seconds
         while not self.stopping.is_set() and time.monotonic() < deadline:
             if release.wait(0.2):
                 return
@@ -541,7 +566,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         as_json = params.get("responseFormatType", "").lower() == "json"
         state.delay(action)
         query = self.path.partition("?")[2] + "&" + body.decode("utf-8", "replace")
-        fault = state.take_fault(action, query)
+        fault = state.take_fault(action, query) or state.take_chaos()
         if fault:
             return self.send_fault(state, fault, action, params, as_json)
         status, obj = self.run_action(state, action, params)
@@ -601,7 +626,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_gateway(GATEWAY_FAULTS[kind], "Injected fault.", headers)
         if kind in ("hang", "reset"):
             if kind == "hang":
-                state.hang()
+                state.hang(fault.get("hang_seconds", HANG_SECONDS))
             self.drop(rst=kind == "reset")
             return 0
         if kind == "nonjson":
@@ -692,6 +717,24 @@ def ctl_fault(state, arg, query):
     return 200, {"ok": True}
 
 
+def ctl_chaos(state, arg, query):
+    """POST /_emu/chaos {"rate", "kinds"?, "hang_seconds"?, "retry_after"?, "seed"?}."""
+    rate = float(arg["rate"])
+    if not 0 <= rate <= 1:
+        raise ControlError("rate must be between 0 and 1")
+    kinds = [str(k) for k in arg.get("kinds", FAULT_KINDS)]
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise ControlError("kinds must be a non-empty list of %s" % ", ".join(FAULT_KINDS))
+    hang_seconds = float(arg.get("hang_seconds", CHAOS_HANG_SECONDS))
+    if hang_seconds < 0:
+        raise ControlError("hang_seconds must not be negative")
+    chaos = {"rate": rate, "kinds": kinds, "hang_seconds": hang_seconds,
+             "retry_after": int(arg.get("retry_after", 1))}
+    state.set_chaos(chaos if rate > 0 else {}, arg.get("seed"))
+    return 200, {"ok": True}
+
+
 def ctl_fault_clear(state, arg, query):
     """POST /_emu/fault/clear: drop faults, release hangs."""
     state.clear_faults()
@@ -766,6 +809,7 @@ CONTROL = {
     ("POST", "/_emu/latency"): ctl_latency,
     ("POST", "/_emu/fault"): ctl_fault,
     ("POST", "/_emu/fault/clear"): ctl_fault_clear,
+    ("POST", "/_emu/chaos"): ctl_chaos,
     ("POST", "/_emu/image"): ctl_put_image,
     ("POST", "/_emu/image/delete"): ctl_delete_image,
     ("POST", "/_emu/image/set"): ctl_set_field,
