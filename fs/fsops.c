@@ -408,10 +408,17 @@ static void link_target(struct fsops *fs, uint32_t slot, char *buf, size_t len)
 	snprintf(buf, len, "../%s", cache_slot_no(fs->cache, slot, no, sizeof(no)));
 }
 
-static void link_attr(struct fsops *fs, uint32_t slot, int64_t mtime, struct stat *st)
+/* A .by-name link's attributes; its mtime is its image's. */
+static void link_attr(struct fsops *fs, uint32_t slot, struct stat *st)
 {
+	struct cache_image img;
+	int64_t mtime = 0;
 	char target[32];
 
+	if (cache_image_get(fs->cache, slot, -1, &img) == 0) {
+		mtime = img.mtime;
+		tree_unref(img.tree);
+	}
 	link_target(fs, slot, target, sizeof(target));
 	file_attr(fs, image_ino(slot, 0, NODE_LINK), mtime, strlen(target), st);
 	st->st_mode = S_IFLNK | 0777;
@@ -447,10 +454,7 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 
 		split_image_ino(ino, &slot, &gen, &node);
 		if (node == NODE_LINK) {
-			err = cache_image_get(fs->cache, slot, -1, &img);
-			link_attr(fs, slot, err ? 0 : img.mtime, st);
-			if (!err)
-				tree_unref(img.tree);
+			link_attr(fs, slot, st);
 			return 0;
 		}
 		err = cache_image_get(fs->cache, slot, gen, &img);
@@ -589,7 +593,6 @@ static void lookup_byname(struct fsops *fs, fuse_req_t req, uint32_t region, con
 {
 	struct fuse_entry_param e;
 	struct cache_names *names;
-	struct cache_image img;
 	double left;
 	uint32_t i, slot;
 	int err = cache_by_name(fs->cache, region, &names, &left);
@@ -606,10 +609,7 @@ static void lookup_byname(struct fsops *fs, fuse_req_t req, uint32_t region, con
 	}
 	slot = cache_names_slot(names, i);
 	cache_names_unref(fs->cache, names);
-	err = cache_image_get(fs->cache, slot, -1, &img);
-	link_attr(fs, slot, err ? 0 : img.mtime, &e.attr);
-	if (!err)
-		tree_unref(img.tree);
+	link_attr(fs, slot, &e.attr);
 	e.ino = image_ino(slot, 0, NODE_LINK);
 	set_timeouts(&e, left);
 	fuse_reply_entry(req, &e);
@@ -779,7 +779,9 @@ static int readdir_byname(struct fsops *fs, struct dirbuf *d, uint32_t region, o
 			uint32_t slot = cache_names_slot(names, i);
 
 			memset(&e, 0, sizeof(e));
-			link_attr(fs, slot, 0, &e.attr);
+			link_attr(fs, slot, &e.attr);
+			e.ino = image_ino(slot, 0, NODE_LINK);
+			set_timeouts(&e, left);
 			if (emit(d, cache_names_name(names, i), &e, (off_t)i + 3))
 				break;
 		}

@@ -110,7 +110,9 @@ def test_by_name_links_point_at_their_images(emulator, mount):
     for name in entries[:10]:
         assert os.readlink(byname / name) == "../%s" % names[name][0]
         assert read(byname / name / "serverImageName") == name + "\n"
-    assert os.lstat(byname / "test-img").st_mode & 0o170000 == 0o120000
+    st = os.lstat(byname / "test-img")
+    assert st.st_mode & 0o170000 == 0o120000 and st.st_size == len("../3135")
+    assert st.st_mtime == 1750381179  # the image's createDate
 
 
 def test_by_name_collisions_and_bad_names(emulator, mount):
