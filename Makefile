@@ -50,7 +50,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ./$$(basename $$t)); done
 
 e2e: ncloudfs
-	$(PYTEST) -q tests/e2e
+	$(PYTEST) -q --timeout=300 tests/e2e
 
 check: format-check unit fuzz-replay e2e
 

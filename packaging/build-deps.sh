@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev
 libssl-dev openssl ca-certificates python3 python3-pytest jq attr tar git man-db groff-base debhelper
-lintian rpm clang-format valgrind"
+lintian rpm clang-format valgrind
+python3-pytest-timeout"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import threading
+import time
 
 import pytest
 from expect import read, errno_of
@@ -97,7 +98,9 @@ def test_a_hanging_fetch_blocks_nothing_else(emulator, mount):
     t = threading.Thread(target=hang)
     t.start()
     try:
+        deadline = time.monotonic() + 10
         while detail_calls(emulator) == 0:
+            assert time.monotonic() < deadline, "the hanging fetch never started"
             threading.Event().wait(0.02)
         # The hanging request is in flight; the rest of the mount answers.
         assert read(m.path / "KR" / "3135" / "createDate").startswith("2025-06-20")
