@@ -123,8 +123,8 @@ static int fresh(double fetched, double ttl)
 
 /* Stale-if-error: after a failed refresh, may the answer last good at `good`
  * stand in? If so, sets *fetched so that it is fresh again until the next try
- * (at most ttl away, never past good + ttl + stale), logs one warning until
- * the next good answer, and returns 1. */
+ * (max(ttl, STALE_RETRY_S) away, never past good + ttl + stale), logs one
+ * warning until the next good answer, and returns 1. */
 static int serve_stale(struct cache *c, const char *what, double good, double *fetched,
 		       uint8_t *warned)
 {
@@ -1044,13 +1044,11 @@ static const char *usable_name(struct cache *c, uint32_t idx)
 	return NULL;
 }
 
-static const char *sort_pool;
-
-static int by_name(const void *a, const void *b)
+static int by_name(const void *a, const void *b, void *pool)
 {
 	const struct name_entry *x = a, *y = b;
 
-	return strcmp(sort_pool + x->name, sort_pool + y->name);
+	return strcmp((const char *)pool + x->name, (const char *)pool + y->name);
 }
 
 /* With c->lock held: builds the by-name table of a listing. Names used by
@@ -1087,8 +1085,7 @@ static struct cache_names *names_build(struct cache *c, struct cache_ids *listin
 		n->entries[n->n++].slot = listing->ids[i];
 		used += (size_t)snprintf(n->pool + used, cap - used, "%s", name) + 1;
 	}
-	sort_pool = n->pool; /* qsort has no context argument; c->lock serializes us */
-	qsort(n->entries, n->n, sizeof(*n->entries), by_name);
+	qsort_r(n->entries, n->n, sizeof(*n->entries), by_name, n->pool);
 	for (uint32_t i = 0; i < n->n;) {
 		uint32_t j = i + 1;
 
@@ -1109,7 +1106,7 @@ static struct cache_names *names_build(struct cache *c, struct cache_ids *listin
 		}
 		i = j;
 	}
-	qsort(n->entries, n->n, sizeof(*n->entries), by_name);
+	qsort_r(n->entries, n->n, sizeof(*n->entries), by_name, n->pool);
 	return n;
 }
 

@@ -38,7 +38,6 @@
 #define MAX_DIRS (1 + 2 * MAX_REGIONS) /* the root, every region and its .by-name */
 #define BYNAME ".by-name"
 #define STATS ".stats"
-#define JSON_FLAGS JSON_INDENT(2)
 #define XATTR_CODENAME "user.ncp.codeName"
 
 /* A note for the kernel: drop an inode's cached data, or a name's entry. */
@@ -111,6 +110,12 @@ static void split_image_ino(fuse_ino_t ino, uint32_t *slot, uint16_t *gen, uint3
 	*slot = (uint32_t)((ino & ~INO_IMAGE) >> (GEN_BITS + NODE_BITS));
 	*gen = (uint16_t)(ino >> NODE_BITS);
 	*node = (uint32_t)(ino & NODE_JSON);
+}
+
+/* The node part of an image inode number. */
+static uint32_t ino_node(fuse_ino_t ino)
+{
+	return (uint32_t)(ino & NODE_JSON);
 }
 
 /* ---- notes to the kernel ---- */
@@ -298,20 +303,34 @@ static void file_attr(struct fsops *fs, fuse_ino_t ino, int64_t mtime, size_t si
 	st->st_atime = st->st_mtime = st->st_ctime = (time_t)mtime;
 }
 
-/* The image as <no>.json text (malloc'd, newline-terminated). */
-static char *image_json(const struct tree *t, size_t *len)
+/* The data behind an image inode: 0 and *img (drop img->tree) with *node a
+ * node of it or NODE_JSON, or -ESTALE when that generation or node is gone.
+ * Not for .by-name links, which have no data of their own. */
+static int image_of(struct fsops *fs, fuse_ino_t ino, struct cache_image *img, uint32_t *node)
 {
-	json_t *j = tree_to_json(t);
-	size_t n = j ? json_dumpb(j, NULL, 0, JSON_FLAGS) : 0;
-	char *buf = n ? malloc(n + 1) : NULL;
+	uint32_t slot;
+	uint16_t gen;
+	int err;
 
-	if (buf) {
-		json_dumpb(j, buf, n, JSON_FLAGS);
-		buf[n] = '\n';
-		*len = n + 1;
+	split_image_ino(ino, &slot, &gen, node);
+	err = cache_image_get(fs->cache, slot, gen, img);
+	if (err)
+		return err == -ENOENT ? -ESTALE : err;
+	if (*node != NODE_JSON && *node >= tree_count(img->tree)) {
+		tree_unref(img->tree);
+		return -ESTALE;
 	}
-	json_decref(j);
-	return buf;
+	return 0;
+}
+
+/* Replies with the part of text at off, up to size bytes. */
+static void reply_slice(fuse_req_t req, const char *text, size_t len, off_t off, size_t size)
+{
+	if ((size_t)off >= len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, text + off,
+			       len - (size_t)off < size ? len - (size_t)off : size);
 }
 
 /* Attributes of node in img; -errno on failure. */
@@ -322,12 +341,10 @@ static int node_attr(struct fsops *fs, const struct cache_image *img, uint32_t n
 	const struct tree *t = img->tree;
 
 	if (node == NODE_JSON) {
-		size_t len = 0;
-		char *text = image_json(t, &len);
+		size_t len = tree_json_size(img->tree);
 
-		if (!text)
+		if (!len)
 			return -ENOMEM;
-		free(text);
 		file_attr(fs, ino, img->mtime, len, st);
 	} else if (tree_kind(t, node) == TREE_DIR) {
 		dir_attr(fs, ino, img->mtime, 2 + tree_nsubdirs(t, node), st);
@@ -446,24 +463,22 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 			 st);
 		return 0;
 	}
-	if (ino & INO_IMAGE) {
-		struct cache_image img;
+	if ((ino & INO_IMAGE) && ino_node(ino) == NODE_LINK) {
 		uint32_t slot, node;
 		uint16_t gen;
-		int err;
 
 		split_image_ino(ino, &slot, &gen, &node);
-		if (node == NODE_LINK) {
-			link_attr(fs, slot, st);
-			return 0;
-		}
-		err = cache_image_get(fs->cache, slot, gen, &img);
+		link_attr(fs, slot, st);
+		return 0;
+	}
+	if (ino & INO_IMAGE) {
+		struct cache_image img;
+		uint32_t node;
+		int err = image_of(fs, ino, &img, &node);
+
 		if (err)
-			return err == -ENOENT ? -ESTALE : err;
-		if (node != NODE_JSON && node >= tree_count(img.tree))
-			err = -ESTALE;
-		else
-			err = node_attr(fs, &img, node, st);
+			return err;
+		err = node_attr(fs, &img, node, st);
 		*left = img.ttl_left;
 		tree_unref(img.tree);
 		return err;
@@ -531,8 +546,12 @@ static void lookup_region(struct fsops *fs, fuse_req_t req, uint32_t region, con
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	if ((json ? len - 5 : len) >= sizeof(no)) {
+		reply_negative(req, fs->opts.ttl); /* longer than any image number */
+		return;
+	}
 	snprintf(no, sizeof(no), "%.*s", (int)(json ? len - 5 : len), name);
-	if (!cache_valid_image_no(no) || (json && len - 5 >= sizeof(no))) {
+	if (!cache_valid_image_no(no)) {
 		reply_negative(req, fs->opts.ttl);
 		return;
 	}
@@ -560,18 +579,15 @@ static void lookup_image(struct fsops *fs, fuse_req_t req, fuse_ino_t parent, co
 {
 	struct fuse_entry_param e;
 	struct cache_image img;
-	uint32_t slot, node, child;
-	uint16_t gen;
-	int err;
+	uint32_t node, child;
+	int err = image_of(fs, parent, &img, &node);
 
-	memset(&e, 0, sizeof(e));
-	split_image_ino(parent, &slot, &gen, &node);
-	err = cache_image_get(fs->cache, slot, gen, &img);
 	if (err) {
-		fuse_reply_err(req, err == -ENOENT ? ESTALE : -err);
+		fuse_reply_err(req, -err);
 		return;
 	}
-	if (node == NODE_JSON || node >= tree_count(img.tree)) {
+	memset(&e, 0, sizeof(e));
+	if (node == NODE_JSON) {
 		err = -ENOTDIR;
 	} else if (tree_lookup(img.tree, node, name, &child) < 0) {
 		tree_unref(img.tree);
@@ -579,7 +595,7 @@ static void lookup_image(struct fsops *fs, fuse_req_t req, fuse_ino_t parent, co
 		return;
 	} else {
 		err = node_attr(fs, &img, child, &e.attr);
-		e.ino = image_ino(slot, gen, child);
+		e.ino = image_ino(img.slot, img.gen, child);
 		set_timeouts(&e, img.ttl_left);
 	}
 	tree_unref(img.tree);
@@ -797,16 +813,12 @@ static int readdir_image(struct fsops *fs, struct dirbuf *d, fuse_ino_t ino, off
 	struct fuse_entry_param e;
 	struct cache_image img;
 	struct stat self;
-	uint32_t slot, node, n;
-	uint16_t gen;
-	int err;
+	uint32_t node, n;
+	int err = image_of(fs, ino, &img, &node);
 
-	split_image_ino(ino, &slot, &gen, &node);
-	err = cache_image_get(fs->cache, slot, gen, &img);
 	if (err)
-		return err == -ENOENT ? -ESTALE : err;
-	if (node == NODE_JSON || node >= tree_count(img.tree) ||
-	    tree_kind(img.tree, node) != TREE_DIR) {
+		return err;
+	if (node == NODE_JSON || tree_kind(img.tree, node) != TREE_DIR) {
 		tree_unref(img.tree);
 		return -ENOTDIR;
 	}
@@ -818,7 +830,7 @@ static int readdir_image(struct fsops *fs, struct dirbuf *d, fuse_ino_t ino, off
 
 			memset(&e, 0, sizeof(e));
 			node_attr(fs, &img, child, &e.attr);
-			e.ino = image_ino(slot, gen, child);
+			e.ino = image_ino(img.slot, img.gen, child);
 			set_timeouts(&e, img.ttl_left);
 			if (emit(d, tree_name(img.tree, child), &e, (off_t)i + 3))
 				break;
@@ -921,65 +933,43 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fsops *fs = fuse_req_userdata(req);
 	struct cache_image img;
-	uint32_t slot, node;
-	uint16_t gen;
+	uint32_t node;
 	char *buf = NULL;
-	size_t n = 0;
+	size_t len = 0;
 	int err;
 
 	(void)fi;
 	if (ino == INO_STATS) {
 		pthread_mutex_lock(&fs->lock);
-		if ((size_t)off < fs->stats_len)
-			fuse_reply_buf(req, fs->stats + off,
-				       fs->stats_len - (size_t)off < size
-					       ? fs->stats_len - (size_t)off
-					       : size);
-		else
-			fuse_reply_buf(req, NULL, 0);
+		reply_slice(req, fs->stats, fs->stats_len, off, size);
 		pthread_mutex_unlock(&fs->lock);
 		return;
 	}
-	if (!(ino & INO_IMAGE)) {
-		fuse_reply_err(req, EISDIR);
+	if (!(ino & INO_IMAGE) || ino_node(ino) == NODE_LINK) {
+		fuse_reply_err(req, !(ino & INO_IMAGE) ? EISDIR : EINVAL);
 		return;
 	}
-	split_image_ino(ino, &slot, &gen, &node);
-	if (node == NODE_LINK) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	err = cache_image_get(fs->cache, slot, gen, &img);
+	err = image_of(fs, ino, &img, &node);
 	if (err) {
-		fuse_reply_err(req, err == -ENOENT ? ESTALE : -err);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	if (node == NODE_JSON) {
-		size_t len = 0;
-
-		buf = image_json(img.tree, &len);
-		if (!buf)
-			err = -ENOMEM;
-		else if ((size_t)off < len)
-			fuse_reply_buf(req, buf + off,
-				       len - (size_t)off < size ? len - (size_t)off : size);
-		else
-			fuse_reply_buf(req, NULL, 0);
-	} else if (node >= tree_count(img.tree)) {
-		err = -ESTALE;
+		buf = tree_json_text(img.tree, &len);
+		err = buf ? 0 : -ENOMEM;
 	} else if (tree_kind(img.tree, node) == TREE_DIR) {
 		err = -EISDIR;
 	} else {
 		buf = malloc(size ? size : 1);
-		if (!buf)
-			err = -ENOMEM;
-		else
-			n = tree_read(img.tree, node, (size_t)off, buf, size);
+		err = buf ? 0 : -ENOMEM;
 		if (buf)
-			fuse_reply_buf(req, buf, n);
+			len = tree_read(img.tree, node, (size_t)off, buf, size);
+		off = 0; /* buf holds the requested part already */
 	}
 	if (err)
 		fuse_reply_err(req, -err);
+	else
+		reply_slice(req, buf, len, off, size);
 	free(buf);
 	tree_unref(img.tree);
 }
@@ -990,18 +980,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static char *codename_of(struct fsops *fs, fuse_ino_t ino, int *err)
 {
 	struct cache_image img;
-	uint32_t slot, node;
-	uint16_t gen;
+	uint32_t node;
 	char *name = NULL;
 
 	*err = 0;
-	if (!(ino & INO_IMAGE))
+	if (!(ino & INO_IMAGE) || ino_node(ino) == NODE_LINK)
 		return NULL;
-	split_image_ino(ino, &slot, &gen, &node);
-	*err = cache_image_get(fs->cache, slot, gen, &img);
+	*err = image_of(fs, ino, &img, &node);
 	if (*err)
 		return NULL;
-	if (node < tree_count(img.tree) && tree_codename(img.tree, node))
+	if (node != NODE_JSON && tree_codename(img.tree, node))
 		name = strdup(tree_codename(img.tree, node));
 	tree_unref(img.tree);
 	return name;

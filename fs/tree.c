@@ -5,7 +5,6 @@
 #include "tree.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +29,9 @@ struct tree {
 	uint32_t count;
 	uint32_t pool_len;
 	int has_date;
-	int64_t date;	     /* createDate, parsed once */
-	struct tnode *nodes; /* points into this same block */
+	int64_t date;		 /* createDate, parsed once */
+	atomic_size_t json_size; /* of tree_json_text, once asked for; 0: not yet */
+	struct tnode *nodes;	 /* points into this same block */
 	char *pool;
 };
 
@@ -286,6 +286,7 @@ struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t e
 		goto out;
 	}
 	atomic_init(&t->refs, 1);
+	atomic_init(&t->json_size, 0);
 	t->count = (uint32_t)s.nodes;
 	t->pool_len = (uint32_t)s.pool;
 	t->nodes = (struct tnode *)(t + 1);
@@ -483,6 +484,33 @@ static json_t *node_to_json(const struct tree *t, uint32_t i)
 json_t *tree_to_json(const struct tree *t)
 {
 	return node_to_json(t, 0);
+}
+
+#define JSON_FLAGS JSON_INDENT(2)
+
+char *tree_json_text(struct tree *t, size_t *len)
+{
+	json_t *j = tree_to_json(t);
+	size_t n = j ? json_dumpb(j, NULL, 0, JSON_FLAGS) : 0;
+	char *buf = n ? malloc(n + 1) : NULL;
+
+	if (buf) {
+		json_dumpb(j, buf, n, JSON_FLAGS);
+		buf[n] = '\n';
+		*len = n + 1;
+		atomic_store(&t->json_size, n + 1);
+	}
+	json_decref(j);
+	return buf;
+}
+
+size_t tree_json_size(struct tree *t)
+{
+	size_t len = atomic_load(&t->json_size);
+
+	if (len == 0)
+		free(tree_json_text(t, &len)); /* stores the size; 0 if out of memory */
+	return len;
 }
 
 int tree_parse_date(const char *s, int64_t *when)

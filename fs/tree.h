@@ -54,8 +54,12 @@ size_t tree_read(const struct tree *t, uint32_t file, size_t off, char *buf, siz
 /* The codeName of a common-code file (borrowed), or NULL. */
 const char *tree_codename(const struct tree *t, uint32_t file);
 
-/* The image as JSON again (new reference), for <no>.json. */
+/* The image as JSON again (new reference). */
 json_t *tree_to_json(const struct tree *t);
+/* <no>.json: the image as indented JSON and a newline (malloc'd; NULL when out
+ * of memory), and its size, worked out once per tree (0 when out of memory). */
+char *tree_json_text(struct tree *t, size_t *len);
+size_t tree_json_size(struct tree *t);
 /* The image's createDate as epoch seconds: 0 and *when, or -1. */
 int tree_create_date(const struct tree *t, int64_t *when);
 /* Parses NCP's date form "2025-06-20T09:59:39+0900" (also "+09:00", "Z"). */

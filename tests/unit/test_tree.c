@@ -105,6 +105,15 @@ static void golden(const char *name)
 		tree_unref(t2);
 		json_decref(again);
 	}
+	/* <no>.json: its size is known before it is read, and matches. */
+	{
+		size_t len = 0, size = tree_json_size(t);
+		char *text = tree_json_text(t, &len);
+
+		CHECK(text && size == len && text[len - 1] == '\n');
+		CHECK(tree_json_size(t) == size);
+		free(text);
+	}
 	free(want);
 	free(got);
 	tree_unref(t);
