@@ -26,6 +26,8 @@ FS_SRC := $(filter-out fs/main.c,$(wildcard fs/*.c))
 LIB_OBJ := $(CLIENT_SRC:.c=.o) $(FS_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
+# The fake NCP source and the in-process libfuse replies (see tests/unit/).
+UNIT_HELP := tests/unit/fakeapi.o tests/unit/fakefuse.o
 PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE \
@@ -43,8 +45,11 @@ ncloudfs: fs/main.o $(LIB_OBJ)
 %.o: %.c $(wildcard client/*.h fs/*.h) .build-flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-tests/unit/test_%: tests/unit/test_%.c tests/unit/testhelp.h $(LIB_OBJ)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJ) $(LIBS)
+tests/unit/%.o: tests/unit/%.c $(wildcard tests/unit/*.h client/*.h fs/*.h) .build-flags
+	$(CC) $(ALL_CFLAGS) -Itests/unit -c -o $@ $<
+
+tests/unit/test_%: tests/unit/test_%.c tests/unit/testhelp.h $(LIB_OBJ) $(UNIT_HELP)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJ) $(UNIT_HELP) $(LIBS)
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ./$$(basename $$t)); done
@@ -96,7 +101,7 @@ demo: ncloudfs
 	/usr/bin/python3 tests/demo.py $(if $(MNT),--mnt $(MNT))
 
 clean:
-	rm -f ncloudfs fs/*.o client/*.o $(UNIT_BIN) .build-flags tests/fuzz/replay_* \
+	rm -f ncloudfs fs/*.o client/*.o tests/unit/*.o $(UNIT_BIN) .build-flags tests/fuzz/replay_* \
 		tests/fuzz/libfuzzer_*
 
 install: ncloudfs

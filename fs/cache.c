@@ -1,8 +1,8 @@
 /* cache.c: regions, listings and images with their age, and the fetches that
  * fill them. One mutex guards all of it; it is never held across the network.
- * Each cached object has a "flight": the first caller to find it stale fetches
- * while later callers wait on the condition variable for that fetch's result
- * instead of fetching again. */
+ * The region list, each listing and each image carry the same freshness
+ * record, and one sequence (obtain) serves all three: answer from the cache,
+ * or join the fetch in flight, or fetch, install and land the flight. */
 #include "cache.h"
 
 #include <errno.h>
@@ -17,46 +17,57 @@
 #include <string.h>
 #include <time.h>
 
+#include "inode.h"
 #include "log.h"
 
 #define LIST_PAGE_SIZE 1000
-#define MAX_REGIONS 256
 #define MAX_LIST_PAGES 10000
 #define STALE_RETRY_S 5.0 /* least time between refreshes of a failing object */
+#define SLOT_CHUNK 1024u  /* slots are allocated in chunks that never move */
 
 /* One fetch in progress, and how the last one ended. */
 struct flight {
-	uint32_t seq; /* bumped when a fetch lands */
-	int16_t err;  /* -errno of the last fetch, 0 for success */
+	uint32_t seq;	  /* bumped when a fetch lands */
+	uint32_t waiters; /* readers waiting for the fetch in progress */
+	int16_t err;	  /* -errno of the last fetch, 0 for success */
 	uint8_t busy;
 };
 
-enum slot_state { SLOT_EMPTY, SLOT_OK, SLOT_MISSING };
+/* How old one cached object is; the same for all three kinds. */
+struct freshness {
+	double fetched; /* time the answer counts from; -1: none, or forgotten */
+	double good;	/* time of the last good answer; -1: none */
+	uint8_t warned; /* a stale answer was logged since the last good one */
+	struct flight flight;
+};
+
+enum slot_state { SLOT_FREE, SLOT_EMPTY, SLOT_OK, SLOT_MISSING };
 
 struct slot {
 	uint64_t no;
 	struct tree *tree; /* current data, or NULL */
 	struct tree *prev; /* the data of generation gen - 1, for inodes still using it */
-	double fetched;	   /* monotonic time the answer counts from; -1: never or forgotten */
-	double good;	   /* monotonic time of the last good answer */
+	struct freshness fr;
 	uint32_t region;
-	uint32_t mark; /* listing build that last saw this slot */
+	uint32_t mark;	    /* the listing build or scan that last saw this slot */
+	uint32_t next_free; /* when free: the next free slot + 1, 0 = none */
 	uint16_t gen;
 	uint8_t state;
-	uint8_t warned;	     /* a stale answer was logged since the last good one */
 	uint8_t name_logged; /* its name was found unusable for .by-name */
-	struct flight flight;
+};
+
+struct name_entry {
+	uint32_t name; /* offset in pool */
+	uint32_t slot;
 };
 
 struct cache_names {
 	unsigned refs;
 	uint32_t n;
 	struct cache_ids *from; /* the listing these were made of (a reference) */
-	double made;		/* ... as fetched then: names change with the data */
-	struct name_entry {
-		uint32_t name; /* offset in pool */
-		uint32_t slot;
-	} * entries;
+	uint32_t made;		/* the region's changes then: names change with the data */
+	struct name_entry *entries;
+	uint32_t *by_slot; /* entry indices in slot order */
 	char *pool;
 };
 
@@ -64,44 +75,76 @@ struct region {
 	char code[16];
 	struct cache_names *names; /* by serverImageName, made when asked for */
 	struct cache_ids *listing; /* NULL until listed */
-	double listed, good;
-	uint8_t warned;
+	struct freshness fr;
+	uint32_t changes; /* bumped when an image of the region changes */
 	int64_t mtime;
-	struct flight flight;
 };
 
 struct cache {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct ncp_client *client;
+	struct cache_source src;
 	struct cache_opts opts;
 	cache_change_fn *on_change;
 	void *arg;
 	int64_t start_wall;
+	uint32_t epoch; /* bumped by cache_drop_all */
 
 	struct cache_ids *regions; /* NULL until fetched */
-	double regions_fetched, regions_good;
-	uint8_t regions_warned;
+	struct freshness regions_fr;
 	int64_t regions_mtime;
-	struct flight regions_flight;
 	struct region region[MAX_REGIONS]; /* every region ever seen; ids never reused */
 	uint32_t nregion;
 
-	struct slot *slot;
-	uint32_t nslot, slot_cap;
-	uint32_t *hash; /* slot + 1, 0 = empty; open addressing */
+	struct slot **chunk; /* slot i is chunk[i / SLOT_CHUNK][i % SLOT_CHUNK] */
+	uint32_t nslot;	     /* slots ever made (free ones included) */
+	uint32_t nlive;	     /* slots in use */
+	uint32_t free_head;  /* first free slot + 1, 0 = none */
+	uint32_t *hash;	     /* slot + 1, 0 = empty; open addressing */
 	uint32_t hash_cap;
 	uint32_t mark;
+	struct cache_ids *live; /* every listing alive, linked */
 	uint64_t tree_bytes;
 	struct cache_stats stats;
 };
 
-static double now_mono(void)
+/* The objects that obtain() keeps fresh. */
+enum kind { K_REGIONS, K_LISTING, K_IMAGE };
+struct obj {
+	enum kind kind;
+	uint32_t id; /* region for K_LISTING, slot for K_IMAGE */
+};
+
+/* What a fetch needs, copied under the lock, and what it brings back. */
+struct request {
+	char code[16];
+	char no[24];
+};
+
+struct rows {
+	struct tree **trees;
+	uint64_t *nos;
+	size_t n, cap;
+};
+
+struct answer {
+	json_t *regions;
+	struct rows rows;
+	struct tree *tree; /* NULL: no such image */
+};
+
+static double real_now(void *arg)
 {
 	struct timespec ts;
 
+	(void)arg;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double now_mono(const struct cache *c)
+{
+	return c->src.now(c->src.arg);
 }
 
 static int64_t now_wall(void)
@@ -109,77 +152,98 @@ static int64_t now_wall(void)
 	return (int64_t)time(NULL);
 }
 
-static double ttl_left(double fetched, double ttl)
+static double left_of(const struct cache *c, double fetched, double ttl)
 {
-	double left = fetched + ttl - now_mono();
+	double left = fetched + ttl - now_mono(c);
 
-	return left > 0 ? left : 0;
+	return fetched >= 0 && left > 0 ? left : 0;
 }
 
-static int fresh(double fetched, double ttl)
+static int is_fresh(const struct cache *c, double fetched, double ttl)
 {
-	return fetched >= 0 && now_mono() < fetched + ttl;
+	return fetched >= 0 && now_mono(c) < fetched + ttl;
 }
 
-/* Stale-if-error: after a failed refresh, may the answer last good at `good`
- * stand in? If so, sets *fetched so that it is fresh again until the next try
- * (max(ttl, STALE_RETRY_S) away, never past good + ttl + stale), logs one
- * warning until the next good answer, and returns 1. */
-static int serve_stale(struct cache *c, const char *what, double good, double *fetched,
-		       uint8_t *warned)
+static void fr_init(struct freshness *f)
 {
-	double now = now_mono(), until = good + c->opts.stale;
-
-	if (c->opts.stale <= 0 || good < 0 || now >= until + c->opts.ttl)
-		return 0;
-	/* Readers of a failing object pay the retry cycle at most every few
-	 * seconds, however short the ttl. */
-	*fetched = now + (c->opts.ttl < STALE_RETRY_S ? STALE_RETRY_S - c->opts.ttl : 0);
-	if (*fetched > until)
-		*fetched = until;
-	c->stats.stale++;
-	if (!*warned)
-		log_msg(LOG_LVL_WARNING,
-			"%s: refresh failed; serving the answer from %.0f s ago "
-			"for up to %.0f s more",
-			what, now - good, until + c->opts.ttl - now);
-	*warned = 1;
-	return 1;
+	memset(f, 0, sizeof(*f));
+	f->fetched = f->good = -1;
 }
 
-/* With c->lock held. Returns 1 when the caller now owns the fetch (and must
- * call flight_land), 0 when a fetch by someone else landed meanwhile. */
-static int flight_join(struct cache *c, struct flight *f)
+static struct slot *slot_at(const struct cache *c, uint32_t i)
 {
-	uint32_t seq;
-
-	if (!f->busy) {
-		f->busy = 1;
-		return 1;
-	}
-	seq = f->seq;
-	while (f->seq == seq)
-		pthread_cond_wait(&c->cond, &c->lock);
-	return 0;
+	return &c->chunk[i / SLOT_CHUNK][i % SLOT_CHUNK];
 }
 
-static void flight_land(struct cache *c, struct flight *f, int err)
+static void slot_name(const struct slot *s, char *buf, size_t len)
 {
-	f->busy = 0;
-	f->seq++;
-	f->err = (int16_t)err;
-	pthread_cond_broadcast(&c->cond);
+	snprintf(buf, len, "%" PRIu64, s->no);
 }
 
-static struct cache_ids *ids_new(uint32_t n)
-{
-	struct cache_ids *ids = malloc(sizeof(*ids) + (size_t)n * sizeof(uint32_t));
+/* ---- the real source ---- */
 
-	if (ids) {
-		ids->refs = 1;
-		ids->n = n;
-	}
+static int ncp_regions(void *arg, json_t **regions, struct ncp_error *err)
+{
+	return ncp_region_list(arg, regions, err);
+}
+
+static int ncp_page(void *arg, const char *region, long page_no, long page_size, json_t **rows,
+		    long *total_rows, struct ncp_error *err)
+{
+	return ncp_image_list_page(arg, region, page_no, page_size, rows, total_rows, err);
+}
+
+static int ncp_detail(void *arg, const char *region, const char *no, json_t **image,
+		      struct ncp_error *err)
+{
+	return ncp_image_detail(arg, region, no, image, err);
+}
+
+static const char *ncp_host(void *arg)
+{
+	return ncp_client_host(arg);
+}
+
+struct cache_source cache_source_ncp(struct ncp_client *client)
+{
+	struct cache_source s = { client, ncp_regions, ncp_page, ncp_detail, ncp_host, NULL };
+
+	return s;
+}
+
+/* ---- id lists ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A new list of up to n ids; the caller fills ids and calls ids_seal. */
+static struct cache_ids *ids_new(struct cache *c, uint32_t n, int slots)
+{
+	struct cache_ids *ids;
+
+	ids = malloc(sizeof(*ids) + 2 * (size_t)n * sizeof(uint32_t));
+	if (!ids)
+		return NULL;
+	ids->refs = 1;
+	ids->n = 0;
+	ids->sorted = ids->ids + n;
+	ids->slots = (uint8_t)slots;
+	ids->prev = NULL;
+	ids->next = c->live;
+	if (c->live)
+		c->live->prev = ids;
+	c->live = ids;
 	return ids;
+}
+
+static void ids_seal(struct cache_ids *ids)
+{
+	memcpy(ids->sorted, ids->ids, ids->n * sizeof(uint32_t));
+	qsort(ids->sorted, ids->n, sizeof(uint32_t), cmp_u32);
 }
 
 /* References are taken and dropped under c->lock. */
@@ -189,10 +253,17 @@ static struct cache_ids *ids_ref(struct cache_ids *ids)
 	return ids;
 }
 
-static void ids_unref_locked(struct cache_ids *ids)
+static void ids_unref_locked(struct cache *c, struct cache_ids *ids)
 {
-	if (ids && --ids->refs == 0)
+	if (ids && --ids->refs == 0) {
+		if (ids->prev)
+			ids->prev->next = ids->next;
+		else
+			c->live = ids->next;
+		if (ids->next)
+			ids->next->prev = ids->prev;
 		free(ids);
+	}
 }
 
 static int ids_equal(const struct cache_ids *a, const struct cache_ids *b)
@@ -200,11 +271,27 @@ static int ids_equal(const struct cache_ids *a, const struct cache_ids *b)
 	return a && b && a->n == b->n && memcmp(a->ids, b->ids, a->n * sizeof(uint32_t)) == 0;
 }
 
-static void names_unref_locked(struct cache_names *n)
+uint32_t cache_ids_from(const struct cache_ids *ids, uint32_t id)
+{
+	uint32_t lo = 0, hi = ids->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (ids->sorted[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void names_unref_locked(struct cache *c, struct cache_names *n)
 {
 	if (n && --n->refs == 0) {
-		ids_unref_locked(n->from);
+		ids_unref_locked(c, n->from);
 		free(n->entries);
+		free(n->by_slot);
 		free(n->pool);
 		free(n);
 	}
@@ -213,11 +300,13 @@ static void names_unref_locked(struct cache_names *n)
 void cache_ids_unref(struct cache *c, struct cache_ids *ids)
 {
 	pthread_mutex_lock(&c->lock);
-	ids_unref_locked(ids);
+	ids_unref_locked(c, ids);
 	pthread_mutex_unlock(&c->lock);
 }
 
-struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts,
+/* ---- life ---- */
+
+struct cache *cache_new(const struct cache_source *src, const struct cache_opts *opts,
 			cache_change_fn *on_change, void *arg)
 {
 	struct cache *c = calloc(1, sizeof(*c));
@@ -226,13 +315,15 @@ struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
-	c->client = client;
+	c->src = *src;
+	if (!c->src.now)
+		c->src.now = real_now;
 	c->opts = *opts;
 	c->on_change = on_change;
 	c->arg = arg;
 	c->start_wall = now_wall();
 	c->regions_mtime = c->start_wall;
-	c->regions_fetched = c->regions_good = -1;
+	fr_init(&c->regions_fr);
 	return c;
 }
 
@@ -241,24 +332,21 @@ void cache_free(struct cache *c)
 	if (!c)
 		return;
 	for (uint32_t i = 0; i < c->nslot; i++) {
-		tree_unref(c->slot[i].tree);
-		tree_unref(c->slot[i].prev);
+		tree_unref(slot_at(c, i)->tree);
+		tree_unref(slot_at(c, i)->prev);
 	}
 	for (uint32_t i = 0; i < c->nregion; i++) {
-		ids_unref_locked(c->region[i].listing);
-		names_unref_locked(c->region[i].names);
+		names_unref_locked(c, c->region[i].names);
+		ids_unref_locked(c, c->region[i].listing);
 	}
-	ids_unref_locked(c->regions);
-	free(c->slot);
+	ids_unref_locked(c, c->regions);
+	for (uint32_t i = 0; i < c->nslot; i += SLOT_CHUNK)
+		free(c->chunk[i / SLOT_CHUNK]);
+	free(c->chunk);
 	free(c->hash);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
-}
-
-static void slot_name(const struct slot *s, char *buf, size_t len)
-{
-	snprintf(buf, len, "%" PRIu64, s->no);
 }
 
 void cache_drop_all(struct cache *c)
@@ -266,17 +354,18 @@ void cache_drop_all(struct cache *c)
 	char no[24];
 
 	pthread_mutex_lock(&c->lock);
-	c->regions_fetched = -1;
+	c->epoch++;
+	c->regions_fr.fetched = -1;
 	c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
 	for (uint32_t i = 0; i < c->nregion; i++) {
-		c->region[i].listed = -1;
+		c->region[i].fr.fetched = -1;
 		c->on_change(c->arg, CACHE_LISTING_CHANGED, i, c->region[i].code);
 	}
 	for (uint32_t i = 0; i < c->nslot; i++) {
-		struct slot *s = &c->slot[i];
+		struct slot *s = slot_at(c, i);
 
-		s->fetched = -1;
-		if (s->state != SLOT_EMPTY) {
+		s->fr.fetched = -1;
+		if (s->state == SLOT_OK || s->state == SLOT_MISSING) {
 			slot_name(s, no, sizeof(no));
 			c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
 		}
@@ -294,182 +383,10 @@ static void report(struct cache *c, const char *what, const struct ncp_error *e)
 		snprintf(id, sizeof(id), ", request %s", e->request_id);
 	if (e->http_status)
 		log_msg(LOG_LVL_ERROR, "%s: HTTP %ld%s%s: %s (from %s%s)", what, e->http_status,
-			e->code[0] ? " code " : "", e->code, e->message, ncp_client_host(c->client),
+			e->code[0] ? " code " : "", e->code, e->message, c->src.host(c->src.arg),
 			id);
 	else
 		log_msg(LOG_LVL_ERROR, "%s: %s", what, e->message); /* names the host already */
-}
-
-/* ---- regions ---- */
-
-static int valid_region_code(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n >= sizeof(((struct region *)0)->code))
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return 0;
-	}
-	return 1;
-}
-
-/* With c->lock held: the id of region code, adding it if new; -1 if full. */
-static int64_t region_id(struct cache *c, const char *code)
-{
-	struct region *r;
-
-	for (uint32_t i = 0; i < c->nregion; i++) {
-		if (strcmp(c->region[i].code, code) == 0)
-			return i;
-	}
-	if (c->nregion == MAX_REGIONS)
-		return -1;
-	r = &c->region[c->nregion];
-	memset(r, 0, sizeof(*r));
-	snprintf(r->code, sizeof(r->code), "%s", code);
-	r->listed = r->good = -1;
-	r->mtime = now_wall();
-	return c->nregion++;
-}
-
-/* Installs a fetched region list (with c->lock held). */
-static void install_regions(struct cache *c, json_t *list)
-{
-	struct cache_ids *ids = ids_new((uint32_t)json_array_size(list));
-	size_t i;
-	json_t *r;
-
-	if (!ids)
-		return;
-	ids->n = 0;
-	json_array_foreach(list, i, r)
-	{
-		const char *code = json_string_value(json_object_get(r, "regionCode"));
-		int64_t id;
-
-		if (!code || !valid_region_code(code)) {
-			log_msg(LOG_LVL_WARNING, "getRegionList: skipping a region with no usable "
-						 "regionCode");
-			continue;
-		}
-		id = region_id(c, code);
-		if (id < 0)
-			break;
-		ids->ids[ids->n++] = (uint32_t)id;
-	}
-	c->regions_fetched = c->regions_good = now_mono();
-	c->regions_warned = 0;
-	if (ids_equal(c->regions, ids)) {
-		ids_unref_locked(ids);
-		return;
-	}
-	if (c->regions) {
-		c->regions_mtime = now_wall();
-		c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
-	}
-	ids_unref_locked(c->regions);
-	c->regions = ids;
-}
-
-/* With c->lock held: makes the region list fresh, or returns -errno. */
-static int regions_locked(struct cache *c)
-{
-	struct ncp_error e;
-	json_t *list = NULL;
-	int err;
-
-	if (c->regions && fresh(c->regions_fetched, c->opts.ttl)) {
-		c->stats.hits++;
-		return 0;
-	}
-	if (!flight_join(c, &c->regions_flight)) {
-		c->stats.coalesced++;
-		return c->regions_flight.err ? c->regions_flight.err : (c->regions ? 0 : -EIO);
-	}
-	c->stats.misses++;
-	pthread_mutex_unlock(&c->lock);
-	err = ncp_region_list(c->client, &list, &e) < 0 ? -ncp_error_errno(&e) : 0;
-	if (err)
-		report(c, "getRegionList", &e);
-	pthread_mutex_lock(&c->lock);
-	if (!err)
-		install_regions(c, list);
-	else if (c->regions && serve_stale(c, "getRegionList", c->regions_good, &c->regions_fetched,
-					   &c->regions_warned))
-		err = 0;
-	flight_land(c, &c->regions_flight, err);
-	json_decref(list);
-	return err;
-}
-
-int cache_regions(struct cache *c, struct cache_ids **out, double *left)
-{
-	int err;
-
-	pthread_mutex_lock(&c->lock);
-	err = regions_locked(c);
-	if (!err) {
-		*out = ids_ref(c->regions);
-		if (left)
-			*left = ttl_left(c->regions_fetched, c->opts.ttl);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return err;
-}
-
-int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *left)
-{
-	int err;
-
-	if (!valid_region_code(name))
-		return -ENOENT;
-	pthread_mutex_lock(&c->lock);
-	err = regions_locked(c);
-	if (!err) {
-		err = -ENOENT;
-		for (uint32_t i = 0; i < c->regions->n; i++) {
-			if (strcmp(c->region[c->regions->ids[i]].code, name) == 0) {
-				*region = c->regions->ids[i];
-				err = 0;
-			}
-		}
-		if (left)
-			*left = ttl_left(c->regions_fetched, c->opts.ttl);
-	}
-	pthread_mutex_unlock(&c->lock);
-	return err;
-}
-
-const char *cache_region_code(struct cache *c, uint32_t region)
-{
-	const char *code;
-
-	pthread_mutex_lock(&c->lock);
-	code = region < c->nregion ? c->region[region].code : "";
-	pthread_mutex_unlock(&c->lock);
-	return code; /* stable: region entries never move nor go */
-}
-
-int64_t cache_regions_mtime(struct cache *c)
-{
-	int64_t t;
-
-	pthread_mutex_lock(&c->lock);
-	t = c->regions_mtime;
-	pthread_mutex_unlock(&c->lock);
-	return t;
-}
-
-int64_t cache_listing_mtime(struct cache *c, uint32_t region)
-{
-	int64_t t;
-
-	pthread_mutex_lock(&c->lock);
-	t = region < c->nregion ? c->region[region].mtime : c->start_wall;
-	pthread_mutex_unlock(&c->lock);
-	return t;
 }
 
 /* ---- image slots ---- */
@@ -499,15 +416,15 @@ static uint32_t hash_of(uint32_t region, uint64_t no)
 	return (uint32_t)(h >> 32);
 }
 
-static uint32_t *hash_find(struct cache *c, uint32_t region, uint64_t no)
+static uint32_t hash_index(const struct cache *c, uint32_t region, uint64_t no)
 {
 	uint32_t mask = c->hash_cap - 1;
 
 	for (uint32_t i = hash_of(region, no) & mask;; i = (i + 1) & mask) {
 		uint32_t s = c->hash[i];
 
-		if (!s || (c->slot[s - 1].no == no && c->slot[s - 1].region == region))
-			return &c->hash[i];
+		if (!s || (slot_at(c, s - 1)->no == no && slot_at(c, s - 1)->region == region))
+			return i;
 	}
 }
 
@@ -516,6 +433,8 @@ static int hash_grow(struct cache *c)
 	uint32_t cap = c->hash_cap ? c->hash_cap * 2 : 1024;
 	uint32_t *old = c->hash, old_cap = c->hash_cap;
 
+	if (cap > (1u << 31))
+		return -1;
 	c->hash = calloc(cap, sizeof(uint32_t));
 	if (!c->hash) {
 		c->hash = old;
@@ -524,53 +443,120 @@ static int hash_grow(struct cache *c)
 	c->hash_cap = cap;
 	for (uint32_t i = 0; i < old_cap; i++) {
 		if (old[i]) {
-			struct slot *s = &c->slot[old[i] - 1];
+			struct slot *s = slot_at(c, old[i] - 1);
 
-			*hash_find(c, s->region, s->no) = old[i];
+			c->hash[hash_index(c, s->region, s->no)] = old[i];
 		}
 	}
 	free(old);
 	return 0;
 }
 
-/* With c->lock held: the slot of (region, no), created if needed; -1 on OOM. */
+/* Removes slot idx from the hash (linear probing: later entries of the same
+ * run move back into the hole, so that every lookup still finds its own). */
+static void hash_remove(struct cache *c, uint32_t idx)
+{
+	struct slot *s = slot_at(c, idx);
+	uint32_t mask = c->hash_cap - 1, hole = hash_index(c, s->region, s->no);
+
+	c->hash[hole] = 0;
+	for (uint32_t j = (hole + 1) & mask; c->hash[j]; j = (j + 1) & mask) {
+		struct slot *o = slot_at(c, c->hash[j] - 1);
+		uint32_t home = hash_of(o->region, o->no) & mask;
+
+		/* Stays when its home lies cyclically in (hole, j]. */
+		if (hole <= j ? (home > hole && home <= j) : (home > hole || home <= j))
+			continue;
+		c->hash[hole] = c->hash[j];
+		c->hash[j] = 0;
+		hole = j;
+	}
+}
+
+/* With c->lock held: the slot of (region, no), made if needed; -1 when out
+ * of memory or out of slot numbers. */
 static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
 {
-	uint32_t *h;
+	uint32_t idx, h;
 	struct slot *s;
 
-	if ((c->nslot + 1) * 2 > c->hash_cap && hash_grow(c) < 0)
+	if (!c->hash_cap && hash_grow(c) < 0)
 		return -1;
-	h = hash_find(c, region, no);
-	if (*h)
-		return *h - 1;
-	if (c->nslot == c->slot_cap) {
-		uint32_t cap = c->slot_cap ? c->slot_cap * 2 : 256;
-		struct slot *p = realloc(c->slot, (size_t)cap * sizeof(*p));
-
-		if (!p)
+	h = hash_index(c, region, no);
+	if (c->hash[h])
+		return c->hash[h] - 1;
+	if ((c->nlive + 1) * 2 > c->hash_cap) {
+		if (hash_grow(c) < 0)
 			return -1;
-		c->slot = p;
-		c->slot_cap = cap;
+		h = hash_index(c, region, no);
 	}
-	s = &c->slot[c->nslot];
-	memset(s, 0, sizeof(*s));
+	if (c->free_head) {
+		idx = c->free_head - 1;
+		c->free_head = slot_at(c, idx)->next_free;
+	} else {
+		if (c->nslot >= SLOT_MAX)
+			return -1;
+		if (c->nslot % SLOT_CHUNK == 0) {
+			uint32_t k = c->nslot / SLOT_CHUNK;
+			struct slot **chunks = realloc(c->chunk, (k + 1) * sizeof(*chunks));
+
+			if (!chunks)
+				return -1;
+			c->chunk = chunks;
+			c->chunk[k] = calloc(SLOT_CHUNK, sizeof(struct slot));
+			if (!c->chunk[k])
+				return -1;
+		}
+		idx = c->nslot++;
+	}
+	s = slot_at(c, idx);
 	s->no = no;
 	s->region = region;
-	s->fetched = s->good = -1;
-	*h = c->nslot + 1;
-	return c->nslot++;
+	s->state = SLOT_EMPTY;
+	s->mark = 0;
+	s->name_logged = 0;
+	fr_init(&s->fr);
+	c->hash[h] = idx + 1;
+	c->nlive++;
+	return idx;
+}
+
+/* With c->lock held: gives a slot back. Its generation moves on by two, so
+ * that no inode of the image it held can name the next one. */
+static void slot_free(struct cache *c, uint32_t idx)
+{
+	struct slot *s = slot_at(c, idx);
+	char no[24];
+
+	if (s->state == SLOT_OK) {
+		slot_name(s, no, sizeof(no));
+		c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
+	}
+	hash_remove(c, idx);
+	if (s->tree)
+		c->tree_bytes -= tree_bytes(s->tree);
+	tree_unref(s->tree);
+	tree_unref(s->prev);
+	s->tree = s->prev = NULL;
+	s->gen = (uint16_t)(s->gen + 2);
+	s->state = SLOT_FREE;
+	s->next_free = c->free_head;
+	c->free_head = idx + 1;
+	c->nlive--;
+	c->stats.reclaimed++;
 }
 
 /* With c->lock held: gives slot new data (t, consumed) or marks it missing
  * (t NULL), bumping the generation when anything changed. */
-static void install_image(struct cache *c, uint32_t idx, struct tree *t, double when)
+static void install_image(struct cache *c, uint32_t idx, struct tree *t, double fetched,
+			  double good)
 {
-	struct slot *s = &c->slot[idx];
+	struct slot *s = slot_at(c, idx);
 	char no[24];
 
-	s->fetched = s->good = when;
-	s->warned = 0;
+	s->fr.fetched = fetched;
+	s->fr.good = good;
+	s->fr.warned = 0;
 	if (t && s->tree && tree_equal(s->tree, t)) {
 		tree_unref(t);
 		s->state = SLOT_OK;
@@ -590,6 +576,7 @@ static void install_image(struct cache *c, uint32_t idx, struct tree *t, double 
 		slot_name(s, no, sizeof(no));
 		c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
 	}
+	c->region[s->region].changes++;
 	s->tree = t;
 	s->state = t ? SLOT_OK : SLOT_MISSING;
 }
@@ -602,9 +589,9 @@ static int64_t tree_mtime(struct cache *c, const struct tree *t)
 }
 
 /* With c->lock held: fills img from slot idx at its current state. */
-static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
+static int answer_of(struct cache *c, uint32_t idx, struct cache_image *img)
 {
-	struct slot *s = &c->slot[idx];
+	struct slot *s = slot_at(c, idx);
 
 	img->slot = idx;
 	img->gen = s->gen;
@@ -613,8 +600,22 @@ static int answer(struct cache *c, uint32_t idx, struct cache_image *img)
 	img->tree = s->tree && s->state == SLOT_OK ? tree_ref(s->tree) : NULL;
 	img->mtime = tree_mtime(c, img->tree);
 	img->ttl_left =
-		ttl_left(s->fetched, s->state == SLOT_OK ? c->opts.ttl : c->opts.negative_ttl);
+		left_of(c, s->fr.fetched, s->state == SLOT_OK ? c->opts.ttl : c->opts.negative_ttl);
 	return img->tree ? 0 : -ENOENT;
+}
+
+/* The serverImageNo of a row, if canonical. */
+static const char *row_no(json_t *row, char *buf, size_t len)
+{
+	json_t *v = json_object_get(row, "serverImageNo");
+
+	if (json_is_string(v))
+		snprintf(buf, len, "%s", json_string_value(v));
+	else if (json_is_integer(v))
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else
+		return NULL;
+	return cache_valid_image_no(buf) ? buf : NULL;
 }
 
 /* A detail (or list) row as a tree; NULL and a log line when unusable.
@@ -635,132 +636,38 @@ static struct tree *build(const char *what, const char *request, json_t *image)
 	return t;
 }
 
-/* Fetches one image; returns the tree (NULL when missing) via *out, or -errno. */
+/* Fetches one image: 0 and the tree (NULL when there is no such image) in
+ * *out, or -errno. An answer about another image is no answer. */
 static int fetch_image(struct cache *c, const char *region, const char *no, struct tree **out)
 {
 	struct ncp_error e;
 	json_t *image = NULL;
-	char what[96];
+	char what[96], got[24];
 	int err = 0;
 
 	*out = NULL;
 	snprintf(what, sizeof(what), "getServerImageDetail %s/%s", region, no);
-	if (ncp_image_detail(c->client, region, no, &image, &e) < 0) {
+	if (c->src.detail(c->src.arg, region, no, &image, &e) < 0) {
 		if (e.kind == NCP_ERR_NOTFOUND)
 			return 0;
 		report(c, what, &e);
 		return -ncp_error_errno(&e);
 	}
-	*out = build(what, e.request_id, image);
-	if (!*out)
+	if (!row_no(image, got, sizeof(got)) || strcmp(got, no) != 0) {
+		log_msg(LOG_LVL_ERROR, "%s: the answer is about image %s%s%s", what,
+			row_no(image, got, sizeof(got)) ? got : "(no usable serverImageNo)",
+			e.request_id[0] ? ", request " : "", e.request_id);
 		err = -EIO;
+	} else {
+		*out = build(what, e.request_id, image);
+		if (!*out)
+			err = -EIO;
+	}
 	json_decref(image);
 	return err;
 }
 
-int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct cache_image *img)
-{
-	char code[16];
-	struct tree *t;
-	struct slot *s;
-	int64_t idx;
-	double ttl;
-	int err;
-
-	if (!cache_valid_image_no(no))
-		return -ENOENT;
-	pthread_mutex_lock(&c->lock);
-	idx = slot_of(c, region, parse_no(no));
-	if (idx < 0) {
-		pthread_mutex_unlock(&c->lock);
-		return -ENOMEM;
-	}
-	s = &c->slot[idx];
-	ttl = s->state == SLOT_MISSING ? c->opts.negative_ttl : c->opts.ttl;
-	if (s->state != SLOT_EMPTY && fresh(s->fetched, ttl)) {
-		c->stats.hits++;
-		goto done;
-	}
-	if (!flight_join(c, &c->slot[idx].flight)) {
-		c->stats.coalesced++;
-		err = c->slot[idx].flight.err;
-		if (err)
-			goto out;
-		goto done;
-	}
-	c->stats.misses++;
-	snprintf(code, sizeof(code), "%s", c->region[region].code);
-	pthread_mutex_unlock(&c->lock);
-	err = fetch_image(c, code, no, &t);
-	pthread_mutex_lock(&c->lock);
-	s = &c->slot[idx];
-	if (!err) {
-		install_image(c, (uint32_t)idx, t, now_mono());
-	} else if (s->state == SLOT_OK) {
-		char what[64];
-
-		snprintf(what, sizeof(what), "%s/%s", code, no);
-		if (serve_stale(c, what, s->good, &s->fetched, &s->warned))
-			err = 0;
-	}
-	flight_land(c, &c->slot[idx].flight, err);
-	if (err)
-		goto out;
-done:
-	err = answer(c, (uint32_t)idx, img);
-out:
-	pthread_mutex_unlock(&c->lock);
-	return err;
-}
-
-int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_image *img)
-{
-	int err = -ESTALE;
-
-	pthread_mutex_lock(&c->lock);
-	if (slot < c->nslot) {
-		struct slot *s = &c->slot[slot];
-
-		if (gen < 0 || (s->gen == gen && s->state == SLOT_OK)) {
-			err = answer(c, slot, img);
-		} else if ((uint16_t)(s->gen - 1) == gen && s->prev) {
-			/* An inode of the data just replaced: serve it, but let the
-			 * kernel keep nothing of it. */
-			answer(c, slot, img);
-			tree_unref(img->tree);
-			img->gen = (uint16_t)gen;
-			img->tree = tree_ref(s->prev);
-			img->mtime = tree_mtime(c, img->tree);
-			img->ttl_left = 0;
-			err = 0;
-		}
-	}
-	pthread_mutex_unlock(&c->lock);
-	return err;
-}
-
-/* ---- listings ---- */
-
-/* The serverImageNo of a list row, if canonical. */
-static const char *row_no(json_t *row, char *buf, size_t len)
-{
-	json_t *v = json_object_get(row, "serverImageNo");
-
-	if (json_is_string(v))
-		snprintf(buf, len, "%s", json_string_value(v));
-	else if (json_is_integer(v))
-		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-	else
-		return NULL;
-	return cache_valid_image_no(buf) ? buf : NULL;
-}
-
-/* A listing as it arrives: each row already turned into a tree. */
-struct rows {
-	struct tree **trees;
-	uint64_t *nos;
-	size_t n, cap;
-};
+/* ---- listings: fetching every page ---- */
 
 static void rows_release(struct rows *r)
 {
@@ -768,6 +675,7 @@ static void rows_release(struct rows *r)
 		tree_unref(r->trees[i]);
 	free(r->trees);
 	free(r->nos);
+	memset(r, 0, sizeof(*r));
 }
 
 /* Appends one row's tree to r. */
@@ -776,10 +684,12 @@ static int rows_push(struct rows *r, struct tree *t, uint64_t no)
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 1024;
 		struct tree **trees = realloc(r->trees, cap * sizeof(*trees));
-		uint64_t *nos = trees ? realloc(r->nos, cap * sizeof(*nos)) : NULL;
+		uint64_t *nos;
 
-		if (trees)
-			r->trees = trees;
+		if (!trees)
+			return -ENOMEM;
+		r->trees = trees;
+		nos = realloc(r->nos, cap * sizeof(*nos));
 		if (!nos)
 			return -ENOMEM;
 		r->nos = nos;
@@ -842,7 +752,10 @@ static void drop_page(json_t *page)
 	pthread_t t;
 	int ok;
 
-	pthread_attr_init(&attr);
+	if (pthread_attr_init(&attr) != 0) {
+		json_decref(page);
+		return;
+	}
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	ok = pthread_create(&t, &attr, free_json, page) == 0;
 	pthread_attr_destroy(&attr);
@@ -884,122 +797,575 @@ static int rows_add_page(struct rows *r, const char *region, json_t *page)
 	return err;
 }
 
-/* Fetches every page of a region's listing. */
+/* The image numbers a listing has brought so far, to count distinct rows. */
+struct seen {
+	uint64_t *no; /* open addressing, 0 = empty (0 is never an image number) */
+	size_t n, cap;
+};
+
+/* Adds no: 1 when new, 0 when seen before, -1 when out of memory. */
+static int seen_add(struct seen *s, uint64_t no)
+{
+	size_t mask;
+
+	if ((s->n + 1) * 2 > s->cap) {
+		struct seen bigger = { NULL, 0, s->cap ? s->cap * 2 : 4096 };
+
+		bigger.no = calloc(bigger.cap, sizeof(uint64_t));
+		if (!bigger.no)
+			return -1;
+		for (size_t i = 0; i < s->cap; i++) {
+			if (s->no[i])
+				seen_add(&bigger, s->no[i]);
+		}
+		free(s->no);
+		*s = bigger;
+	}
+	mask = s->cap - 1;
+	for (size_t i = (size_t)hash_of(0, no) & mask;; i = (i + 1) & mask) {
+		if (s->no[i] == no)
+			return 0;
+		if (!s->no[i]) {
+			s->no[i] = no;
+			s->n++;
+			return 1;
+		}
+	}
+}
+
+/* Fetches every page of a region's listing. It ends at an empty page, or
+ * once as many distinct images as totalRows says have come: a page shorter
+ * than asked does not end it (a gateway may cap its pages), and a row that
+ * shifts onto the next page while images are created is not counted twice. */
 static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 {
+	struct seen seen = { 0 };
 	struct ncp_error e;
-	long total = 0, seen = 0;
+	long total = 0;
 	char what[64];
 	int err = 0;
 
 	for (long page = 1; page <= MAX_LIST_PAGES && !err; page++) {
 		json_t *part = NULL;
-		size_t got;
+		size_t got, before = rows->n;
 
-		if (ncp_image_list_page(c->client, region, page, LIST_PAGE_SIZE, &part, &total,
-					&e) < 0) {
+		if (c->src.list_page(c->src.arg, region, page, LIST_PAGE_SIZE, &part, &total, &e) <
+		    0) {
 			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region,
 				 page);
 			report(c, what, &e);
-			return -ncp_error_errno(&e);
+			err = -ncp_error_errno(&e);
+			break;
 		}
 		got = json_array_size(part);
 		err = rows_add_page(rows, region, part);
-		seen += (long)got;
-		if (got < LIST_PAGE_SIZE || seen >= total)
+		for (size_t i = before; i < rows->n && !err; i++) {
+			if (seen_add(&seen, rows->nos[i]) < 0)
+				err = -ENOMEM;
+		}
+		if (got == 0 || (long)seen.n >= total)
 			break;
 	}
+	free(seen.no);
 	return err;
 }
 
-/* With c->lock held: installs listed images and the new listing. */
-static void install_listing(struct cache *c, uint32_t region, struct rows *rows, double when)
+/* ---- installing answers (with c->lock held) ---- */
+
+static int valid_region_code(const char *s)
 {
-	struct region *r = &c->region[region];
-	struct cache_ids *ids = ids_new((uint32_t)rows->n);
-	uint32_t mark = ++c->mark;
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= sizeof(((struct region *)0)->code))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* The id of region code, adding it if new; -1 if full. */
+static int64_t region_id(struct cache *c, const char *code)
+{
+	struct region *r;
+
+	for (uint32_t i = 0; i < c->nregion; i++) {
+		if (strcmp(c->region[i].code, code) == 0)
+			return i;
+	}
+	if (c->nregion == MAX_REGIONS)
+		return -1;
+	r = &c->region[c->nregion];
+	memset(r, 0, sizeof(*r));
+	snprintf(r->code, sizeof(r->code), "%s", code);
+	fr_init(&r->fr);
+	r->mtime = now_wall();
+	return c->nregion++;
+}
+
+static int install_regions(struct cache *c, json_t *list, double fetched, double good)
+{
+	struct cache_ids *ids = ids_new(c, (uint32_t)json_array_size(list), 0);
+	size_t i;
+	json_t *r;
 
 	if (!ids)
-		return;
-	ids->n = 0;
+		return -ENOMEM;
+	json_array_foreach(list, i, r)
+	{
+		const char *code = json_string_value(json_object_get(r, "regionCode"));
+		int64_t id;
+
+		if (!code || !valid_region_code(code)) {
+			log_msg(LOG_LVL_WARNING, "getRegionList: skipping a region with no usable "
+						 "regionCode");
+			continue;
+		}
+		id = region_id(c, code);
+		if (id < 0) {
+			log_msg(LOG_LVL_WARNING,
+				"getRegionList: more than %u regions; "
+				"skipping the rest",
+				MAX_REGIONS);
+			break;
+		}
+		for (uint32_t k = 0; k < ids->n && id >= 0; k++) {
+			if (ids->ids[k] == (uint32_t)id)
+				id = -1; /* listed twice */
+		}
+		if (id >= 0)
+			ids->ids[ids->n++] = (uint32_t)id;
+	}
+	ids_seal(ids);
+	c->regions_fr.fetched = fetched;
+	c->regions_fr.good = good;
+	c->regions_fr.warned = 0;
+	if (ids_equal(c->regions, ids)) {
+		ids_unref_locked(c, ids);
+		return 0;
+	}
+	if (c->regions) {
+		c->regions_mtime = now_wall();
+		c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
+	}
+	ids_unref_locked(c, c->regions);
+	c->regions = ids;
+	return 0;
+}
+
+/* Installs listed images and the new listing, or nothing at all (-ENOMEM). */
+static int install_listing(struct cache *c, uint32_t region, struct rows *rows, double fetched,
+			   double good)
+{
+	struct region *r = &c->region[region];
+	struct cache_ids *ids;
+	uint32_t mark;
+	char no[24];
+
+	if (rows->n > UINT32_MAX / 2)
+		return -ENOMEM;
+	/* Every slot first: a listing is installed whole or not at all. */
 	for (size_t i = 0; i < rows->n; i++) {
-		int64_t idx = slot_of(c, region, rows->nos[i]);
+		if (slot_of(c, region, rows->nos[i]) < 0)
+			return -ENOMEM;
+	}
+	ids = ids_new(c, (uint32_t)rows->n, 1);
+	if (!ids)
+		return -ENOMEM;
+	mark = ++c->mark;
+	for (size_t i = 0; i < rows->n; i++) {
+		uint32_t idx = (uint32_t)slot_of(c, region, rows->nos[i]); /* found */
 
-		if (idx < 0 || c->slot[idx].mark == mark)
-			continue; /* out of memory, or listed twice */
-		c->slot[idx].mark = mark;
-		install_image(c, (uint32_t)idx, rows->trees[i], when);
+		if (slot_at(c, idx)->mark == mark)
+			continue; /* listed twice: the first row stands */
+		slot_at(c, idx)->mark = mark;
+		install_image(c, idx, rows->trees[i], fetched, good);
 		rows->trees[i] = NULL;
-		ids->ids[ids->n++] = (uint32_t)idx;
+		ids->ids[ids->n++] = idx;
 	}
-	/* Images no longer listed are asked for again on their next lookup. */
+	ids_seal(ids);
+	/* Images no longer listed are gone, or will be asked for again. */
 	for (uint32_t i = 0; r->listing && i < r->listing->n; i++) {
-		struct slot *s = &c->slot[r->listing->ids[i]];
+		struct slot *s = slot_at(c, r->listing->ids[i]);
 
-		if (s->mark != mark)
-			s->fetched = -1;
+		if (s->mark != mark && s->state == SLOT_OK) {
+			s->fr.fetched = -1;
+			slot_name(s, no, sizeof(no));
+			c->on_change(c->arg, CACHE_IMAGE_CHANGED, region, no);
+		}
 	}
-	r->listed = r->good = when;
-	r->warned = 0;
+	r->fr.fetched = fetched;
+	r->fr.good = good;
+	r->fr.warned = 0;
 	if (!ids_equal(r->listing, ids)) {
 		if (r->listing) {
 			r->mtime = now_wall();
 			c->on_change(c->arg, CACHE_LISTING_CHANGED, region, r->code);
 		}
-		ids_unref_locked(r->listing);
+		ids_unref_locked(c, r->listing);
 		r->listing = ids;
 	} else {
-		ids_unref_locked(ids);
+		ids_unref_locked(c, ids);
+	}
+	return 0;
+}
+
+/* ---- the one fetch sequence ---- */
+
+/* The freshness record of o: derived anew after every unlock, since nothing
+ * may be held across one. */
+static struct freshness *fr_of(struct cache *c, struct obj o)
+{
+	switch (o.kind) {
+	case K_REGIONS:
+		return &c->regions_fr;
+	case K_LISTING:
+		return &c->region[o.id].fr;
+	default:
+		return &slot_at(c, o.id)->fr;
 	}
 }
 
-int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, double *left)
+/* Whether o has an answer to give at all, and whether that is good data
+ * (which may stand in for a failed refresh). */
+static int has_answer(struct cache *c, struct obj o, int good_only)
 {
-	struct rows rows = { 0 };
-	char code[16];
-	struct region *r;
-	double when;
-	int err = 0;
+	switch (o.kind) {
+	case K_REGIONS:
+		return c->regions != NULL;
+	case K_LISTING:
+		return c->region[o.id].listing != NULL;
+	default:
+		return slot_at(c, o.id)->state == SLOT_OK ||
+		       (!good_only && slot_at(c, o.id)->state == SLOT_MISSING);
+	}
+}
 
-	pthread_mutex_lock(&c->lock);
-	r = &c->region[region];
-	if (r->listing && fresh(r->listed, c->opts.ttl)) {
+static double ttl_of(struct cache *c, struct obj o)
+{
+	if (o.kind == K_IMAGE && slot_at(c, o.id)->state == SLOT_MISSING)
+		return c->opts.negative_ttl;
+	return c->opts.ttl;
+}
+
+static void what_of(struct cache *c, struct obj o, char *buf, size_t len)
+{
+	char no[24];
+
+	if (o.kind == K_REGIONS) {
+		snprintf(buf, len, "getRegionList");
+	} else if (o.kind == K_LISTING) {
+		snprintf(buf, len, "getServerImageList %s", c->region[o.id].code);
+	} else {
+		slot_name(slot_at(c, o.id), no, sizeof(no));
+		snprintf(buf, len, "%s/%s", c->region[slot_at(c, o.id)->region].code, no);
+	}
+}
+
+/* Stale-if-error: after a failed refresh, may the answer last good at
+ * f->good stand in? If so, makes it fresh again until the next try
+ * (max(ttl, STALE_RETRY_S) away, never past good + ttl + stale), logs one
+ * warning until the next good answer, and returns 1. */
+static int serve_stale(struct cache *c, struct obj o, struct freshness *f)
+{
+	double now = now_mono(c), until = f->good + c->opts.stale;
+	char what[96];
+
+	if (c->opts.stale <= 0 || f->good < 0 || now >= until + c->opts.ttl)
+		return 0;
+	/* Readers of a failing object pay the retry cycle at most every few
+	 * seconds, however short the ttl. */
+	f->fetched = now + (c->opts.ttl < STALE_RETRY_S ? STALE_RETRY_S - c->opts.ttl : 0);
+	if (f->fetched > until)
+		f->fetched = until;
+	c->stats.stale++;
+	if (!f->warned) {
+		what_of(c, o, what, sizeof(what));
+		log_msg(LOG_LVL_WARNING,
+			"%s: refresh failed; serving the answer from %.0f s ago "
+			"for up to %.0f s more",
+			what, now - f->good, until + c->opts.ttl - now);
+	}
+	f->warned = 1;
+	return 1;
+}
+
+/* Fetches o (without the lock). */
+static int fetch(struct cache *c, struct obj o, const struct request *rq, struct answer *a)
+{
+	struct ncp_error e;
+
+	switch (o.kind) {
+	case K_REGIONS:
+		if (c->src.region_list(c->src.arg, &a->regions, &e) < 0) {
+			report(c, "getRegionList", &e);
+			return -ncp_error_errno(&e);
+		}
+		return 0;
+	case K_LISTING:
+		return fetch_listing(c, rq->code, &a->rows);
+	default:
+		return fetch_image(c, rq->code, rq->no, &a->tree);
+	}
+}
+
+static int install(struct cache *c, struct obj o, struct answer *a, double fetched, double good)
+{
+	switch (o.kind) {
+	case K_REGIONS:
+		return install_regions(c, a->regions, fetched, good);
+	case K_LISTING:
+		return install_listing(c, o.id, &a->rows, fetched, good);
+	default:
+		install_image(c, o.id, a->tree, fetched, good);
+		a->tree = NULL;
+		return 0;
+	}
+}
+
+static void answer_release(struct answer *a)
+{
+	json_decref(a->regions);
+	rows_release(&a->rows);
+	tree_unref(a->tree);
+}
+
+/* With c->lock held: makes o answerable. 0 when it has an answer to give
+ * (fresh, or just fetched by this reader or another, or stale standing in
+ * for a failed refresh), or -errno. The lock is let go while fetching or
+ * waiting: callers re-derive every pointer into the cache afterwards. */
+static int obtain(struct cache *c, struct obj o)
+{
+	struct freshness *f = fr_of(c, o);
+	struct answer a;
+	struct request rq;
+	uint32_t epoch, seq;
+	double started;
+	int err;
+
+	if (has_answer(c, o, 0) && is_fresh(c, f->fetched, ttl_of(c, o))) {
 		c->stats.hits++;
-		goto done;
+		return 0;
 	}
-	if (!flight_join(c, &r->flight)) {
+	if (f->flight.busy) {
 		c->stats.coalesced++;
-		err = c->region[region].flight.err;
-		goto done;
+		seq = f->flight.seq;
+		f->flight.waiters++;
+		while ((f = fr_of(c, o))->flight.seq == seq)
+			pthread_cond_wait(&c->cond, &c->lock);
+		f->flight.waiters--;
+		if (f->flight.err)
+			return f->flight.err;
+		return has_answer(c, o, 0) ? 0 : -EIO;
 	}
+	f->flight.busy = 1;
 	c->stats.misses++;
-	snprintf(code, sizeof(code), "%s", r->code);
+	epoch = c->epoch;
+	memset(&rq, 0, sizeof(rq));
+	memset(&a, 0, sizeof(a));
+	if (o.kind != K_REGIONS)
+		snprintf(rq.code, sizeof(rq.code), "%s",
+			 c->region[o.kind == K_LISTING ? o.id : slot_at(c, o.id)->region].code);
+	if (o.kind == K_IMAGE)
+		slot_name(slot_at(c, o.id), rq.no, sizeof(rq.no));
 	pthread_mutex_unlock(&c->lock);
 
-	when = now_mono();
-	err = fetch_listing(c, code, &rows);
+	started = now_mono(c);
+	err = fetch(c, o, &rq, &a);
 
 	pthread_mutex_lock(&c->lock);
-	r = &c->region[region];
-	if (!err) {
-		install_listing(c, region, &rows, when);
-	} else if (r->listing) {
-		char what[64];
+	/* An answer that was on its way when every cache was dropped is given
+	 * to the readers waiting for it, but does not count as fresh. */
+	if (!err)
+		err = install(c, o, &a, epoch == c->epoch ? started : -1, started);
+	f = fr_of(c, o);
+	if (err && has_answer(c, o, 1) && serve_stale(c, o, f))
+		err = 0;
+	f->flight.busy = 0;
+	f->flight.seq++;
+	f->flight.err = (int16_t)err;
+	pthread_cond_broadcast(&c->cond);
+	answer_release(&a);
+	return err;
+}
 
-		snprintf(what, sizeof(what), "getServerImageList %s", code);
-		if (serve_stale(c, what, r->good, &r->listed, &r->warned))
-			err = 0;
-	}
-	flight_land(c, &c->region[region].flight, err);
-	rows_release(&rows);
-done:
-	r = &c->region[region];
-	if (!err && !r->listing)
-		err = -EIO;
+/* ---- regions ---- */
+
+int cache_regions(struct cache *c, struct cache_ids **out, double *left)
+{
+	struct obj o = { K_REGIONS, 0 };
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = obtain(c, o);
 	if (!err) {
+		*out = ids_ref(c->regions);
+		if (left)
+			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_regions_held(struct cache *c, struct cache_ids **out, double *left)
+{
+	int err = -EAGAIN;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->regions) {
+		*out = ids_ref(c->regions);
+		if (left)
+			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+		err = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err ? cache_regions(c, out, left) : 0;
+}
+
+int cache_prime_regions(struct cache *c, json_t *regions)
+{
+	double now;
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	now = now_mono(c);
+	err = install_regions(c, regions, now, now);
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *left)
+{
+	struct obj o = { K_REGIONS, 0 };
+	int err;
+
+	if (!valid_region_code(name))
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	err = obtain(c, o);
+	if (!err) {
+		err = -ENOENT;
+		for (uint32_t i = 0; i < c->regions->n; i++) {
+			if (strcmp(c->region[c->regions->ids[i]].code, name) == 0) {
+				*region = c->regions->ids[i];
+				err = 0;
+			}
+		}
+		if (left)
+			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+const char *cache_region_code(struct cache *c, uint32_t region)
+{
+	const char *code;
+
+	pthread_mutex_lock(&c->lock);
+	code = region < c->nregion ? c->region[region].code : "";
+	pthread_mutex_unlock(&c->lock);
+	return code; /* stable: region entries never move nor go */
+}
+
+int64_t cache_regions_mtime(struct cache *c)
+{
+	int64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = c->regions_mtime;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+int64_t cache_listing_mtime(struct cache *c, uint32_t region)
+{
+	int64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = region < c->nregion ? c->region[region].mtime : c->start_wall;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+/* ---- images ---- */
+
+int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct cache_image *img)
+{
+	struct obj o = { K_IMAGE, 0 };
+	int64_t idx;
+	int err;
+
+	if (!cache_valid_image_no(no))
+		return -ENOENT;
+	pthread_mutex_lock(&c->lock);
+	idx = region < c->nregion ? slot_of(c, region, parse_no(no)) : -1;
+	if (idx < 0) {
+		pthread_mutex_unlock(&c->lock);
+		return region < c->nregion ? -ENOMEM : -ENOENT;
+	}
+	o.id = (uint32_t)idx;
+	err = obtain(c, o);
+	if (!err)
+		err = answer_of(c, o.id, img);
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_image *img)
+{
+	int err = -ESTALE;
+
+	pthread_mutex_lock(&c->lock);
+	if (slot < c->nslot && slot_at(c, slot)->state != SLOT_FREE) {
+		struct slot *s = slot_at(c, slot);
+
+		if (gen < 0 || (s->gen == gen && s->state == SLOT_OK)) {
+			err = answer_of(c, slot, img);
+		} else if ((uint16_t)(s->gen - 1) == gen && s->prev) {
+			/* An inode of the data just replaced: serve it, but let the
+			 * kernel keep nothing of it. */
+			answer_of(c, slot, img);
+			tree_unref(img->tree);
+			img->gen = (uint16_t)gen;
+			img->tree = tree_ref(s->prev);
+			img->mtime = tree_mtime(c, img->tree);
+			img->ttl_left = 0;
+			err = 0;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+/* ---- listings ---- */
+
+/* With c->lock held: makes the region's listing answerable (any held one
+ * will do when held is set). */
+static int listing_locked(struct cache *c, uint32_t region, int held)
+{
+	struct obj o = { K_LISTING, region };
+
+	if (region >= c->nregion)
+		return -ENOENT;
+	if (held && c->region[region].listing)
+		return 0;
+	return obtain(c, o);
+}
+
+int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids **out, double *left)
+{
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	err = listing_locked(c, region, held);
+	if (!err) {
+		struct region *r = &c->region[region];
+
 		*out = ids_ref(r->listing);
 		if (left)
-			*left = ttl_left(r->listed, c->opts.ttl);
+			*left = left_of(c, r->fr.fetched, c->opts.ttl);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return err;
@@ -1009,22 +1375,85 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
 	*out = c->stats;
-	out->images = c->nslot;
+	out->images = c->nlive;
 	out->bytes = c->tree_bytes;
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* ---- reclaiming ---- */
+
+/* Whether slot s may go: nobody fetches or waits for it, no listing alive
+ * holds it, and its answer is of no more use. */
+static int slot_unneeded(struct cache *c, const struct slot *s, uint32_t mark, double now)
+{
+	double keep = c->opts.ttl + c->opts.stale;
+
+	if (s->state == SLOT_FREE || s->mark == mark || s->fr.flight.busy || s->fr.flight.waiters)
+		return 0;
+	switch (s->state) {
+	case SLOT_MISSING:
+		return s->fr.fetched < 0 || now >= s->fr.fetched + c->opts.negative_ttl;
+	case SLOT_OK:
+		return s->fr.fetched < 0 || s->fr.good < 0 || now >= s->fr.good + keep;
+	default:
+		return 1; /* never answered: a failed first fetch */
+	}
+}
+
+unsigned cache_reclaim(struct cache *c)
+{
+	unsigned freed = 0;
+	uint32_t mark;
+	double now;
+
+	pthread_mutex_lock(&c->lock);
+	now = now_mono(c);
+	c->stats.scans++;
+	/* Listings past any use are dropped first; their images follow. */
+	for (uint32_t i = 0; i < c->nregion; i++) {
+		struct region *r = &c->region[i];
+
+		if (r->listing && !r->fr.flight.busy && !r->fr.flight.waiters &&
+		    (r->fr.good < 0 || now >= r->fr.good + c->opts.ttl + c->opts.stale)) {
+			names_unref_locked(c, r->names);
+			r->names = NULL;
+			ids_unref_locked(c, r->listing);
+			r->listing = NULL;
+			r->fr.fetched = -1;
+		}
+	}
+	mark = ++c->mark;
+	for (struct cache_ids *ids = c->live; ids; ids = ids->next) {
+		for (uint32_t i = 0; ids->slots && i < ids->n; i++)
+			slot_at(c, ids->ids[i])->mark = mark;
+	}
+	for (uint32_t i = 0; i < c->nslot; i++) {
+		if (slot_unneeded(c, slot_at(c, i), mark, now)) {
+			slot_free(c, i);
+			freed++;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+#ifdef __GLIBC__
+	if (freed)
+		malloc_trim(0);
+#endif
+	return freed;
+}
+
 /* ---- images by name ---- */
 
-/* The serverImageName of slot idx as a file name, or NULL (logged once). */
+/* The serverImageName of slot idx if it can be a file name, or NULL (logged
+ * once). */
 static const char *usable_name(struct cache *c, uint32_t idx)
 {
-	struct slot *s = &c->slot[idx];
+	struct slot *s = slot_at(c, idx);
 	const char *name;
 	uint32_t node;
 	size_t len;
 
-	if (!s->tree || tree_lookup(s->tree, 0, "serverImageName", &node) < 0 ||
+	if (s->state != SLOT_OK || !s->tree ||
+	    tree_lookup(s->tree, 0, "serverImageName", &node) < 0 ||
 	    tree_kind(s->tree, node) == TREE_DIR)
 		return NULL; /* no name at all: nothing to link */
 	name = tree_value(s->tree, node);
@@ -1044,97 +1473,210 @@ static const char *usable_name(struct cache *c, uint32_t idx)
 	return NULL;
 }
 
-static int by_name(const void *a, const void *b, void *pool)
+/* A growable pool of NUL-terminated strings, addressed by offset. */
+struct pool {
+	char *buf;
+	size_t used, cap;
+};
+
+/* Appends the first len bytes of s and then suffix; returns the offset or -1. */
+static int64_t pool_add(struct pool *p, const char *s, size_t len, const char *suffix)
+{
+	size_t slen = strlen(suffix), need = len + slen + 1;
+	int64_t at = (int64_t)p->used;
+
+	if (p->used + need > UINT32_MAX)
+		return -1;
+	if (p->used + need > p->cap) {
+		size_t cap = p->cap ? p->cap : 4096;
+		char *buf;
+
+		while (cap < p->used + need)
+			cap *= 2;
+		buf = realloc(p->buf, cap);
+		if (!buf)
+			return -1;
+		p->buf = buf;
+		p->cap = cap;
+	}
+	memcpy(p->buf + p->used, s, len);
+	memcpy(p->buf + p->used + len, suffix, slen + 1);
+	p->used += need;
+	return at;
+}
+
+/* "name~no", the name cut at a character boundary so that all of it fits
+ * in 255 bytes; appended to p. */
+static int64_t pool_add_suffixed(struct pool *p, const char *name, const char *no)
+{
+	char suffix[32];
+	size_t len = strlen(name), room;
+
+	snprintf(suffix, sizeof(suffix), "~%s", no);
+	room = 255 - strlen(suffix);
+	if (len > room) {
+		len = room;
+		while (len > 0 && ((unsigned char)name[len] & 0xC0) == 0x80)
+			len--; /* not inside a UTF-8 sequence */
+	}
+	return pool_add(p, name, len, suffix);
+}
+
+struct name_work {
+	uint32_t slot;
+	uint32_t name;	  /* final name: offset in the pool */
+	uint8_t suffixed; /* carries "~<no>" */
+};
+
+static int by_final(const void *a, const void *b, void *pool)
+{
+	const struct name_work *x = a, *y = b;
+
+	return strcmp((const char *)pool + x->name, (const char *)pool + y->name);
+}
+
+static int by_entry_name(const void *a, const void *b, void *pool)
 {
 	const struct name_entry *x = a, *y = b;
 
 	return strcmp((const char *)pool + x->name, (const char *)pool + y->name);
 }
 
-/* With c->lock held: builds the by-name table of a listing. Names used by
- * more than one image get "~<serverImageNo>" appended, for every one of them. */
-static struct cache_names *names_build(struct cache *c, struct cache_ids *listing, double made)
+static int by_entry_slot(const void *a, const void *b, void *entries)
 {
-	struct cache_names *n = calloc(1, sizeof(*n));
-	size_t cap = 1, used = 0;
+	const struct name_entry *e = entries;
+	uint32_t x = e[*(const uint32_t *)a].slot, y = e[*(const uint32_t *)b].slot;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Gives "~<no>" to every plain name that equals another entry's name, until
+ * none does. A suffixed name ends in its own image's number after its last
+ * '~', so two suffixed names never collide; each round turns at least one
+ * plain name into a suffixed one, so this ends. w is sorted by final name. */
+static int names_settle(struct cache *c, struct name_work *w, uint32_t n, struct pool *p)
+{
 	char no[24];
 
-	if (!n)
-		return NULL;
-	n->refs = 1;
-	n->from = ids_ref(listing);
-	n->made = made;
-	for (uint32_t i = 0; i < listing->n; i++) {
-		const char *name = usable_name(c, listing->ids[i]);
+	for (;;) {
+		int changed = 0;
 
-		if (name)
-			cap += strlen(name) + 1 + 1 + sizeof(no);
+		for (uint32_t i = 0; i < n;) {
+			uint32_t j = i + 1;
+
+			while (j < n && !strcmp(p->buf + w[i].name, p->buf + w[j].name))
+				j++;
+			for (uint32_t k = i; j - i > 1 && k < j; k++) {
+				int64_t at;
+
+				if (w[k].suffixed)
+					continue;
+				slot_name(slot_at(c, w[k].slot), no, sizeof(no));
+				at = pool_add_suffixed(p, p->buf + w[k].name, no);
+				if (at < 0)
+					return -ENOMEM;
+				w[k].name = (uint32_t)at;
+				w[k].suffixed = 1;
+				changed = 1;
+			}
+			i = j;
+		}
+		if (!changed)
+			return 0;
+		qsort_r(w, n, sizeof(*w), by_final, p->buf);
 	}
-	n->entries = calloc(listing->n ? listing->n : 1, sizeof(*n->entries));
-	n->pool = malloc(cap);
-	if (!n->entries || !n->pool) {
-		names_unref_locked(n);
-		return NULL;
-	}
+}
+
+/* Builds the by-name table of a listing. */
+static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made,
+		       struct cache_names **out)
+{
+	struct cache_names *n = calloc(1, sizeof(*n));
+	struct name_work *w = calloc(listing->n ? listing->n : 1, sizeof(*w));
+	struct pool p = { 0 }, final = { 0 };
+	uint32_t count = 0;
+	int err = -ENOMEM;
+
+	if (!n || !w)
+		goto out;
 	for (uint32_t i = 0; i < listing->n; i++) {
 		const char *name = usable_name(c, listing->ids[i]);
+		int64_t at;
 
 		if (!name)
 			continue;
-		n->entries[n->n].name = (uint32_t)used;
-		n->entries[n->n++].slot = listing->ids[i];
-		used += (size_t)snprintf(n->pool + used, cap - used, "%s", name) + 1;
+		at = pool_add(&p, name, strlen(name), "");
+		if (at < 0)
+			goto out;
+		w[count].slot = listing->ids[i];
+		w[count++].name = (uint32_t)at;
 	}
-	qsort_r(n->entries, n->n, sizeof(*n->entries), by_name, n->pool);
-	for (uint32_t i = 0; i < n->n;) {
-		uint32_t j = i + 1;
+	qsort_r(w, count, sizeof(*w), by_final, p.buf);
+	if (names_settle(c, w, count, &p) < 0)
+		goto out;
+	n->refs = 1;
+	n->n = count;
+	n->made = made;
+	n->entries = calloc(count ? count : 1, sizeof(*n->entries));
+	n->by_slot = calloc(count ? count : 1, sizeof(*n->by_slot));
+	if (!n->entries || !n->by_slot)
+		goto out;
+	for (uint32_t i = 0; i < count; i++) {
+		const char *name = p.buf + w[i].name;
+		int64_t at = pool_add(&final, name, strlen(name), "");
 
-		while (j < n->n &&
-		       !strcmp(n->pool + n->entries[i].name, n->pool + n->entries[j].name))
-			j++;
-		for (uint32_t k = i; j - i > 1 && k < j; k++) {
-			const char *name = n->pool + n->entries[k].name;
-			size_t len = strlen(name);
-
-			slot_name(&c->slot[n->entries[k].slot], no, sizeof(no));
-			n->entries[k].name = (uint32_t)used;
-			used += (size_t)snprintf(
-					n->pool + used, cap - used, "%.*s~%s",
-					(int)(len + strlen(no) + 1 > 255 ? 254 - strlen(no) : len),
-					name, no) +
-				1;
-		}
-		i = j;
+		if (at < 0)
+			goto out;
+		n->entries[i].name = (uint32_t)at;
+		n->entries[i].slot = w[i].slot;
+		n->by_slot[i] = i;
 	}
-	qsort_r(n->entries, n->n, sizeof(*n->entries), by_name, n->pool);
-	return n;
+	n->pool = final.buf;
+	final.buf = NULL;
+	qsort_r(n->entries, count, sizeof(*n->entries), by_entry_name, n->pool);
+	qsort_r(n->by_slot, count, sizeof(*n->by_slot), by_entry_slot, n->entries);
+	n->from = ids_ref(listing);
+	*out = n;
+	n = NULL;
+	err = 0;
+out:
+	if (n) {
+		free(n->entries);
+		free(n->by_slot);
+		free(n->pool);
+		free(n);
+	}
+	free(w);
+	free(p.buf);
+	free(final.buf);
+	return err;
 }
 
-int cache_by_name(struct cache *c, uint32_t region, struct cache_names **out, double *left)
+int cache_by_name(struct cache *c, uint32_t region, int held, struct cache_names **out,
+		  double *left)
 {
-	struct cache_ids *listing;
 	struct region *r;
-	int err = cache_listing(c, region, &listing, left);
+	int err;
 
-	if (err)
-		return err;
 	pthread_mutex_lock(&c->lock);
+	err = listing_locked(c, region, held);
+	if (err)
+		goto out;
 	r = &c->region[region];
-	if (!r->names || r->names->from != r->listing || r->names->made != r->good) {
-		struct cache_names *n = names_build(c, r->listing, r->good);
+	if (!r->names || r->names->from != r->listing || r->names->made != r->changes) {
+		struct cache_names *n;
 
-		if (n) {
-			names_unref_locked(r->names);
-			r->names = n;
-		}
+		err = names_build(c, r->listing, r->changes, &n);
+		if (err)
+			goto out;
+		names_unref_locked(c, r->names);
+		r->names = n;
 	}
-	if (r->names && r->names->from == r->listing && r->names->made == r->good) {
-		r->names->refs++;
-		*out = r->names;
-	} else {
-		err = -ENOMEM;
-	}
-	ids_unref_locked(listing);
+	r->names->refs++;
+	*out = r->names;
+	if (left)
+		*left = left_of(c, r->fr.fetched, c->opts.ttl);
+out:
 	pthread_mutex_unlock(&c->lock);
 	return err;
 }
@@ -1152,6 +1694,26 @@ const char *cache_names_name(const struct cache_names *n, uint32_t i)
 uint32_t cache_names_slot(const struct cache_names *n, uint32_t i)
 {
 	return n->entries[i].slot;
+}
+
+uint32_t cache_names_by_slot(const struct cache_names *n, uint32_t k)
+{
+	return n->by_slot[k];
+}
+
+uint32_t cache_names_from(const struct cache_names *n, uint32_t slot)
+{
+	uint32_t lo = 0, hi = n->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (n->entries[n->by_slot[mid]].slot < slot)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i)
@@ -1177,17 +1739,6 @@ int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i)
 void cache_names_unref(struct cache *c, struct cache_names *n)
 {
 	pthread_mutex_lock(&c->lock);
-	names_unref_locked(n);
+	names_unref_locked(c, n);
 	pthread_mutex_unlock(&c->lock);
-}
-
-const char *cache_slot_no(struct cache *c, uint32_t slot, char *buf, size_t len)
-{
-	pthread_mutex_lock(&c->lock);
-	if (slot < c->nslot)
-		slot_name(&c->slot[slot], buf, len);
-	else
-		snprintf(buf, len, "0");
-	pthread_mutex_unlock(&c->lock);
-	return buf;
 }

@@ -1,9 +1,10 @@
 /* cache.h: what ncloudfs knows of NCP, with its age. Regions, each region's
- * listing, and images (held as trees). Fetches lazily through the client,
- * one fetch at a time per object (others wait for its result), never holding
- * a lock across the network. Images are numbered by slots that never move;
- * a slot's generation changes whenever its data does, which is what lets the
- * kernel keep caches without ever showing old data as new. */
+ * listing, and images (held as trees). Fetches lazily through a source (the
+ * NCP client, or a fake one in tests), one fetch at a time per object (others
+ * wait for its result), never holding a lock across the network. Images are
+ * numbered by slots; a slot's generation changes whenever its data does or the
+ * slot is given to another image, which is what lets the kernel keep caches
+ * without ever showing old data as new. */
 #ifndef CACHE_H
 #define CACHE_H
 
@@ -13,6 +14,20 @@
 #include "tree.h"
 
 struct cache;
+
+/* Where answers come from: the three API calls, with ncp.h's contract. */
+struct cache_source {
+	void *arg;
+	int (*region_list)(void *arg, json_t **regions, struct ncp_error *err);
+	int (*list_page)(void *arg, const char *region, long page_no, long page_size, json_t **rows,
+			 long *total_rows, struct ncp_error *err);
+	int (*detail)(void *arg, const char *region, const char *no, json_t **image,
+		      struct ncp_error *err);
+	const char *(*host)(void *arg); /* for messages */
+	double (*now)(void *arg);	/* monotonic seconds; NULL: CLOCK_MONOTONIC */
+};
+/* The source that calls NCP through client (borrowed). */
+struct cache_source cache_source_ncp(struct ncp_client *client);
 
 struct cache_opts {
 	double ttl;	     /* seconds an answer stays fresh */
@@ -32,10 +47,16 @@ enum cache_change {
  * for CACHE_IMAGE_CHANGED, NULL otherwise. */
 typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region, const char *name);
 
-/* An immutable, reference-counted list of ids (regions or image slots). */
+/* An immutable, reference-counted list of ids (regions or image slots): ids
+ * in the API's order, and the same ids ascending in sorted (directory reads
+ * resume by id, so a listing that changes between two reads neither skips
+ * nor repeats an entry). */
 struct cache_ids {
 	unsigned refs;
 	uint32_t n;
+	uint32_t *sorted;
+	struct cache_ids *next, *prev; /* the cache's own: every live listing */
+	uint8_t slots;		       /* ids are image slots */
 	uint32_t ids[];
 };
 
@@ -51,17 +72,26 @@ struct cache_image {
 	char no[24];	 /* serverImageNo */
 };
 
-/* Creates a cache over client (borrowed; must outlive the cache). */
-struct cache *cache_new(struct ncp_client *client, const struct cache_opts *opts,
+/* Creates a cache over src (copied; what src->arg points to must outlive
+ * the cache). NULL when out of memory. */
+struct cache *cache_new(const struct cache_source *src, const struct cache_opts *opts,
 			cache_change_fn *on_change, void *arg);
 void cache_free(struct cache *c);
 /* Forgets every answer, reporting each as changed so that the kernel can be
- * told too; the next access fetches afresh. */
+ * told too; the next access fetches afresh, and a fetch under way when this
+ * is called does not count as fresh either. */
 void cache_drop_all(struct cache *c);
+/* Gives back what nobody needs: expired "no such image" answers, images no
+ * longer listed whose answer has expired, and anything past ttl + stale.
+ * Returns the number of image slots freed. */
+unsigned cache_reclaim(struct cache *c);
 
 /* The regions (ids for cache_region_code), fetching if stale. 0 and a new
  * reference in *out, or -errno. *ttl_left is set when not NULL. */
 int cache_regions(struct cache *c, struct cache_ids **out, double *ttl_left);
+/* Installs a region list fetched elsewhere (regions borrowed: the regionList
+ * array), as if fetched now. 0 or -errno. */
+int cache_prime_regions(struct cache *c, json_t *regions);
 /* Finds a region by code: 0, -ENOENT, or another -errno. Names that cannot
  * be region codes answer -ENOENT without any fetch. */
 int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *ttl_left);
@@ -71,11 +101,17 @@ const char *cache_region_code(struct cache *c, uint32_t region);
 int64_t cache_regions_mtime(struct cache *c);
 int64_t cache_listing_mtime(struct cache *c, uint32_t region);
 
-/* The images listed in a region (slot ids), fetching every page if stale or
- * if refresh is set and it is stale. 0 and a new reference, or -errno. */
-int cache_listing(struct cache *c, uint32_t region, struct cache_ids **out, double *ttl_left);
+/* The images listed in a region (slot ids), fetching every page if stale,
+ * or, when held is set, only if none is held at all. 0 and a new reference,
+ * or -errno. */
+int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids **out,
+		  double *ttl_left);
+/* The region list likewise, for the rest of a directory read. */
+int cache_regions_held(struct cache *c, struct cache_ids **out, double *ttl_left);
 /* Drops a reference taken by cache_regions or cache_listing. */
 void cache_ids_unref(struct cache *c, struct cache_ids *ids);
+/* The index in ids->sorted of the first id >= id (ids->n if none). */
+uint32_t cache_ids_from(const struct cache_ids *ids, uint32_t id);
 
 /* Looks an image up by number (canonical decimal only; anything else is
  * -ENOENT without a fetch), fetching if stale. 0 and *img, -ENOENT (with
@@ -94,23 +130,30 @@ struct cache_stats {
 	uint64_t stale;	    /* served a stale answer after a failed refresh */
 	uint64_t images;    /* image slots held */
 	uint64_t bytes;	    /* bytes of image trees held */
+	uint64_t reclaimed; /* image slots given back */
+	uint64_t scans;	    /* cache_reclaim calls */
 };
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 
-/* A region's images by serverImageName, sorted, for <region>/.by-name
- * (made from the listing, which is fetched if stale). 0 and a new reference,
- * or -errno. Names that collide carry "~<serverImageNo>"; names that cannot
- * be file names are left out (logged once). */
+/* A region's images by serverImageName, for <region>/.by-name (made from the
+ * listing, fetched as cache_listing does). 0 and a new reference, or -errno.
+ * Every name is unique: a name used by more than one image, or equal to
+ * another's "name~<serverImageNo>", becomes "name~<serverImageNo>" (cut to
+ * 255 bytes at a character boundary); names that cannot be file names are
+ * left out (logged once). Index i runs in name order; cache_names_by_slot
+ * gives the same entries in slot order, for directory reads. */
 struct cache_names;
-int cache_by_name(struct cache *c, uint32_t region, struct cache_names **out, double *ttl_left);
+int cache_by_name(struct cache *c, uint32_t region, int held, struct cache_names **out,
+		  double *ttl_left);
 uint32_t cache_names_count(const struct cache_names *n);
 const char *cache_names_name(const struct cache_names *n, uint32_t i);
 uint32_t cache_names_slot(const struct cache_names *n, uint32_t i);
+/* The entry that is k-th in slot order, and the first k whose slot >= slot. */
+uint32_t cache_names_by_slot(const struct cache_names *n, uint32_t k);
+uint32_t cache_names_from(const struct cache_names *n, uint32_t slot);
 /* Finds name: 0 and its index *i, or -1. */
 int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i);
 void cache_names_unref(struct cache *c, struct cache_names *n);
-/* The serverImageNo of slot into buf; returns buf. */
-const char *cache_slot_no(struct cache *c, uint32_t slot, char *buf, size_t len);
 
 /* Nonzero when name is a canonical image number: 1-19 digits, no leading 0. */
 int cache_valid_image_no(const char *name);

@@ -1,44 +1,38 @@
 /* fsops.c: the tree as the kernel sees it, through libfuse's low-level API.
  *
- * Inode numbers carry their own meaning, so no inode table is kept: 1 is the
- * root, 0x10000 + id a region, and an image's nodes are
- *   bit 63 | slot << 34 | generation << 18 | node
- * (node 0x3FFFF being <no>.json). An image's generation changes whenever its
- * data does, so the kernel may keep entries, attributes and pages for the
- * whole TTL (entry and attribute timeouts are the time left on the data) and
- * still never show old data as new: changed data arrives under new inodes.
- * Open, opendir and flush answer ENOSYS, so warm reads make no round trip at
- * all. The root and region directories keep their numbers, so their cached
- * listings are dropped explicitly: when they change and when their TTL ends. */
+ * Inode numbers carry their own meaning (inode.h), so no inode table is kept.
+ * An image's generation changes whenever its data does, so the kernel may
+ * keep entries, attributes and pages for the whole TTL (entry and attribute
+ * timeouts are the time left on the data) and still never show old data as
+ * new: changed data arrives under new inodes. Open, opendir and flush answer
+ * ENOSYS, so warm reads make no round trip at all. The root and region
+ * directories keep their numbers, so their cached listings are dropped
+ * explicitly: when they change and when their TTL ends. */
 #include "fsops.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "inode.h"
 #include "log.h"
 
-#define INO_ROOT 1ull
-#define INO_STATS 2ull /* /.stats */
-#define INO_REGION 0x10000ull
-#define INO_BYNAME 0x20000ull /* <region>/.by-name */
-#define INO_IMAGE (1ull << 63)
-#define NODE_BITS 18
-#define GEN_BITS 16
-#define NODE_JSON ((1u << NODE_BITS) - 1)
-#define NODE_LINK ((1u << NODE_BITS) - 2) /* the image's .by-name link */
-#define SLOT_MAX (1u << 29)
-#define MAX_REGIONS 256
-#define MAX_DIRS (1 + 2 * MAX_REGIONS) /* the root, every region and its .by-name */
+#define MAX_DIRS ((int)(1 + 2 * MAX_REGIONS)) /* the root, every region and its .by-name */
 #define BYNAME ".by-name"
 #define STATS ".stats"
 #define XATTR_CODENAME "user.ncp.codeName"
+#define STOP_WAIT_S 1.0 /* how long unmounting waits for the kernel to take a note */
 
 /* A note for the kernel: drop an inode's cached data, or a name's entry. */
 struct note {
@@ -48,23 +42,27 @@ struct note {
 
 struct fsops {
 	struct cache *cache;
-	struct ncp_client *client;
-	double started; /* monotonic, for the uptime in /.stats */
+	struct ncp_client *client; /* for /.stats; may be NULL */
+	double started;		   /* monotonic, for the uptime in /.stats */
 	struct fsops_opts opts;
 	uid_t uid;
 	gid_t gid;
 	int no_open; /* the kernel agreed to go without open/opendir */
 
 	struct fuse_session *se;
+	char *mountpoint;
 	pthread_t thread;
-	int running, stopping;
+	int running;
+	atomic_int stopping;
 	pthread_mutex_t lock; /* guards what follows; taken after the cache lock */
 	pthread_cond_t cond;
 	struct note *notes;
 	size_t nnotes, notes_cap;
 	int sending;		     /* the notifier is telling the kernel a batch */
+	int done;		     /* the notifier has returned */
 	pthread_cond_t drained;	     /* signalled when no note is queued or being sent */
 	double dir_expiry[MAX_DIRS]; /* when a directory's cached listing goes stale */
+	double next_scan;	     /* when the cache is next reclaimed */
 	char *stats;		     /* the /.stats text last made (by lookup or getattr) */
 	size_t stats_len;
 };
@@ -75,47 +73,6 @@ static double now_mono(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* ---- inode numbers ---- */
-
-static fuse_ino_t region_ino(uint32_t region)
-{
-	return INO_REGION + region;
-}
-
-static int is_region_ino(fuse_ino_t ino)
-{
-	return ino >= INO_REGION && ino < INO_REGION + MAX_REGIONS;
-}
-
-static fuse_ino_t byname_ino(uint32_t region)
-{
-	return INO_BYNAME + region;
-}
-
-static int is_byname_ino(fuse_ino_t ino)
-{
-	return ino >= INO_BYNAME && ino < INO_BYNAME + MAX_REGIONS;
-}
-
-static fuse_ino_t image_ino(uint32_t slot, uint16_t gen, uint32_t node)
-{
-	return INO_IMAGE | (uint64_t)slot << (GEN_BITS + NODE_BITS) | (uint64_t)gen << NODE_BITS |
-	       node;
-}
-
-static void split_image_ino(fuse_ino_t ino, uint32_t *slot, uint16_t *gen, uint32_t *node)
-{
-	*slot = (uint32_t)((ino & ~INO_IMAGE) >> (GEN_BITS + NODE_BITS));
-	*gen = (uint16_t)(ino >> NODE_BITS);
-	*node = (uint32_t)(ino & NODE_JSON);
-}
-
-/* The node part of an image inode number. */
-static uint32_t ino_node(fuse_ino_t ino)
-{
-	return (uint32_t)(ino & NODE_JSON);
 }
 
 /* ---- notes to the kernel ---- */
@@ -150,39 +107,43 @@ static void on_change(void *arg, enum cache_change what, uint32_t region, const 
 		queue_note(fs, INO_ROOT, NULL);
 		break;
 	case CACHE_LISTING_CHANGED:
-		queue_note(fs, region_ino(region), NULL);
-		queue_note(fs, byname_ino(region), NULL);
+		queue_note(fs, ino_region(region), NULL);
+		queue_note(fs, ino_byname(region), NULL);
 		queue_note(fs, INO_ROOT, name);
 		break;
 	case CACHE_IMAGE_CHANGED:
 		snprintf(json, sizeof(json), "%s.json", name);
-		queue_note(fs, region_ino(region), name);
-		queue_note(fs, region_ino(region), json);
+		queue_note(fs, ino_region(region), name);
+		queue_note(fs, ino_region(region), json);
 		break;
 	}
 }
 
 static int dir_index(fuse_ino_t ino)
 {
-	if (ino == INO_ROOT)
-		return 0;
-	if (is_byname_ino(ino))
-		return 1 + MAX_REGIONS + (int)(ino - INO_BYNAME);
-	return 1 + (int)(ino - INO_REGION);
+	struct ino_parts p = ino_split(ino);
+
+	if (p.kind == INO_K_BYNAME)
+		return 1 + (int)MAX_REGIONS + (int)p.id;
+	if (p.kind == INO_K_REGION)
+		return 1 + (int)p.id;
+	return 0;
 }
 
 static fuse_ino_t dir_ino(int index)
 {
 	if (index == 0)
 		return INO_ROOT;
-	if (index > MAX_REGIONS)
-		return byname_ino((uint32_t)(index - 1 - MAX_REGIONS));
-	return region_ino((uint32_t)index - 1);
+	if (index > (int)MAX_REGIONS)
+		return ino_byname((uint32_t)(index - 1 - (int)MAX_REGIONS));
+	return ino_region((uint32_t)index - 1);
 }
 
 /* The kernel now holds a listing of dir that goes stale in `left` seconds. */
 static void listing_served(struct fsops *fs, fuse_ino_t dir, double left)
 {
+	if (!fs->no_open)
+		return;
 	pthread_mutex_lock(&fs->lock);
 	if (fs->dir_expiry[dir_index(dir)] == 0) {
 		fs->dir_expiry[dir_index(dir)] = now_mono() + left;
@@ -226,25 +187,58 @@ static double take_expired(struct fsops *fs, struct note *out, size_t *n)
 	return next;
 }
 
+/* Seconds between two reclaim scans: about the ttl, within [1, 60]. */
+static double scan_interval(const struct fsops *fs)
+{
+	double t = fs->opts.ttl;
+
+	return t < 1 ? 1 : t > 60 ? 60 : t;
+}
+
+static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double wait)
+{
+	struct timespec until;
+
+	if (wait < 0.001)
+		wait = 0.001;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)wait;
+	until.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cond, lock, &until);
+}
+
+/* Tells the kernel what changed, drops directory listings when they expire,
+ * and gives back cache memory now and then. */
 static void *notifier(void *arg)
 {
 	struct fsops *fs = arg;
 	struct note expired[MAX_DIRS];
 
 	pthread_mutex_lock(&fs->lock);
-	while (!fs->stopping) {
+	while (!atomic_load(&fs->stopping)) {
 		size_t nexp = 0, nnotes = fs->nnotes;
 		struct note *notes = fs->notes;
 		double next = take_expired(fs, expired, &nexp);
 
+		if (now_mono() >= fs->next_scan) {
+			pthread_mutex_unlock(&fs->lock);
+			cache_reclaim(fs->cache);
+			pthread_mutex_lock(&fs->lock);
+			fs->next_scan = now_mono() + scan_interval(fs);
+			continue;
+		}
 		if (nnotes || nexp) {
 			fs->notes = NULL;
 			fs->nnotes = fs->notes_cap = 0;
 			fs->sending = 1;
 			pthread_mutex_unlock(&fs->lock);
-			for (size_t i = 0; i < nnotes; i++)
+			for (size_t i = 0; i < nnotes && !atomic_load(&fs->stopping); i++)
 				send_note(fs, &notes[i]);
-			for (size_t i = 0; i < nexp; i++)
+			for (size_t i = 0; i < nexp && !atomic_load(&fs->stopping); i++)
 				send_note(fs, &expired[i]);
 			free(notes);
 			pthread_mutex_lock(&fs->lock);
@@ -253,23 +247,12 @@ static void *notifier(void *arg)
 				pthread_cond_broadcast(&fs->drained);
 			continue;
 		}
-		struct timespec until;
-		struct timespec mono_now, real_now;
-		double wait;
-
-		clock_gettime(CLOCK_MONOTONIC, &mono_now);
-		clock_gettime(CLOCK_REALTIME, &real_now);
-		wait = next - ((double)mono_now.tv_sec + mono_now.tv_nsec / 1e9);
-		if (wait < 0.001)
-			wait = 0.001;
-		until.tv_sec = real_now.tv_sec + (time_t)wait;
-		until.tv_nsec = real_now.tv_nsec + (long)((wait - (double)(time_t)wait) * 1e9);
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&fs->cond, &fs->lock, &until);
+		if (fs->next_scan < next)
+			next = fs->next_scan;
+		timed_wait(&fs->cond, &fs->lock, next - now_mono());
 	}
+	fs->done = 1;
+	pthread_cond_broadcast(&fs->drained);
 	pthread_mutex_unlock(&fs->lock);
 	return NULL;
 }
@@ -303,20 +286,15 @@ static void file_attr(struct fsops *fs, fuse_ino_t ino, int64_t mtime, size_t si
 	st->st_atime = st->st_mtime = st->st_ctime = (time_t)mtime;
 }
 
-/* The data behind an image inode: 0 and *img (drop img->tree) with *node a
- * node of it or NODE_JSON, or -ESTALE when that generation or node is gone.
- * Not for .by-name links, which have no data of their own. */
-static int image_of(struct fsops *fs, fuse_ino_t ino, struct cache_image *img, uint32_t *node)
+/* The data behind an image inode (a node or <no>.json): 0 and *img (drop
+ * img->tree), or -ESTALE when that generation or node is gone. */
+static int image_of(struct fsops *fs, const struct ino_parts *p, struct cache_image *img)
 {
-	uint32_t slot;
-	uint16_t gen;
-	int err;
+	int err = cache_image_get(fs->cache, p->slot, p->gen, img);
 
-	split_image_ino(ino, &slot, &gen, node);
-	err = cache_image_get(fs->cache, slot, gen, img);
 	if (err)
 		return err == -ENOENT ? -ESTALE : err;
-	if (*node != NODE_JSON && *node >= tree_count(img->tree)) {
+	if (p->kind == INO_K_NODE && p->node >= tree_count(img->tree)) {
 		tree_unref(img->tree);
 		return -ESTALE;
 	}
@@ -326,7 +304,7 @@ static int image_of(struct fsops *fs, fuse_ino_t ino, struct cache_image *img, u
 /* Replies with the part of text at off, up to size bytes. */
 static void reply_slice(fuse_req_t req, const char *text, size_t len, off_t off, size_t size)
 {
-	if ((size_t)off >= len)
+	if (off < 0 || (size_t)off >= len)
 		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_buf(req, text + off,
@@ -337,7 +315,7 @@ static void reply_slice(fuse_req_t req, const char *text, size_t len, off_t off,
 static int node_attr(struct fsops *fs, const struct cache_image *img, uint32_t node,
 		     struct stat *st)
 {
-	fuse_ino_t ino = image_ino(img->slot, img->gen, node);
+	fuse_ino_t ino = ino_image(img->slot, img->gen, node);
 	const struct tree *t = img->tree;
 
 	if (node == NODE_JSON) {
@@ -375,7 +353,9 @@ static ssize_t stats_refresh(struct fsops *fs)
 	if (!f)
 		return -1;
 	cache_get_stats(fs->cache, &cs);
-	ncp_client_stats(fs->client, &ns);
+	memset(&ns, 0, sizeof(ns));
+	if (fs->client)
+		ncp_client_stats(fs->client, &ns);
 	fprintf(f, "uptime_seconds: %.0f\n", now_mono() - fs->started);
 	for (int a = 0; a < NCP_NACTIONS; a++) {
 		for (int o = 0; o < NCP_NOUTCOMES; o++)
@@ -385,11 +365,12 @@ static ssize_t stats_refresh(struct fsops *fs)
 	fprintf(f, "api_retries: %llu\napi_bytes_received: %llu\napi_connections: %ld\n",
 		ns.retries, ns.bytes_received, ns.connections);
 	fprintf(f,
-		"cache_hits: %llu\ncache_misses: %llu\ncache_coalesced: %llu\n"
-		"cache_stale_serves: %llu\ncache_images: %llu\ncache_bytes: %llu\n",
-		(unsigned long long)cs.hits, (unsigned long long)cs.misses,
-		(unsigned long long)cs.coalesced, (unsigned long long)cs.stale,
-		(unsigned long long)cs.images, (unsigned long long)cs.bytes);
+		"cache_hits: %" PRIu64 "\ncache_misses: %" PRIu64 "\ncache_coalesced: %" PRIu64
+		"\ncache_stale_serves: %" PRIu64 "\ncache_images: %" PRIu64
+		"\ncache_bytes: %" PRIu64 "\ncache_reclaimed: %" PRIu64 "\ncache_scans: %" PRIu64
+		"\n",
+		cs.hits, cs.misses, cs.coalesced, cs.stale, cs.images, cs.bytes, cs.reclaimed,
+		cs.scans);
 	if (fclose(f) != 0) {
 		free(text);
 		return -1;
@@ -414,76 +395,71 @@ static int stats_attr(struct fsops *fs, struct stat *st)
 	file_attr(fs, INO_STATS, 0, (size_t)len, st);
 	clock_gettime(CLOCK_REALTIME, &now);
 	st->st_mtim = st->st_ctim = st->st_atim = now;
-	st->st_mode = S_IFREG | 0444;
 	return 0;
 }
 
-static void link_target(struct fsops *fs, uint32_t slot, char *buf, size_t len)
-{
-	char no[24];
-
-	snprintf(buf, len, "../%s", cache_slot_no(fs->cache, slot, no, sizeof(no)));
-}
-
-/* A .by-name link's attributes; its mtime is its image's. */
-static void link_attr(struct fsops *fs, uint32_t slot, struct stat *st)
+/* A .by-name link to the current data of slot: its attributes (mtime the
+ * image's) and inode. 0, or -ENOENT when the image is gone. */
+static int link_attr(struct fsops *fs, uint32_t slot, struct fuse_entry_param *e)
 {
 	struct cache_image img;
-	int64_t mtime = 0;
 	char target[32];
 
-	if (cache_image_get(fs->cache, slot, -1, &img) == 0) {
-		mtime = img.mtime;
-		tree_unref(img.tree);
-	}
-	link_target(fs, slot, target, sizeof(target));
-	file_attr(fs, image_ino(slot, 0, NODE_LINK), mtime, strlen(target), st);
-	st->st_mode = S_IFLNK | 0777;
+	if (cache_image_get(fs->cache, slot, -1, &img) != 0)
+		return -ENOENT;
+	snprintf(target, sizeof(target), "../%s", img.no);
+	e->ino = ino_image(slot, img.gen, NODE_LINK);
+	file_attr(fs, e->ino, img.mtime, strlen(target), &e->attr);
+	e->attr.st_mode = S_IFLNK | 0777;
+	set_timeouts(e, img.ttl_left);
+	tree_unref(img.tree);
+	return 0;
 }
 
 /* Attributes of any inode, with how long they hold. */
 static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *left)
 {
+	struct ino_parts p = ino_split(ino);
+	struct fuse_entry_param e;
+	struct cache_image img;
+	int err;
+
 	*left = fs->opts.ttl;
-	if (ino == INO_ROOT) {
+	switch (p.kind) {
+	case INO_K_ROOT:
 		dir_attr(fs, ino, cache_regions_mtime(fs->cache), 1, st);
 		return 0;
-	}
-	if (ino == INO_STATS) {
+	case INO_K_STATS:
 		*left = 0;
 		return stats_attr(fs, st);
-	}
-	if (is_region_ino(ino)) {
-		dir_attr(fs, ino, cache_listing_mtime(fs->cache, (uint32_t)(ino - INO_REGION)), 1,
-			 st);
+	case INO_K_REGION:
+		dir_attr(fs, ino, cache_listing_mtime(fs->cache, p.id), 1, st);
 		return 0;
-	}
-	if (is_byname_ino(ino)) {
-		dir_attr(fs, ino, cache_listing_mtime(fs->cache, (uint32_t)(ino - INO_BYNAME)), 2,
-			 st);
+	case INO_K_BYNAME:
+		dir_attr(fs, ino, cache_listing_mtime(fs->cache, p.id), 2, st);
 		return 0;
-	}
-	if ((ino & INO_IMAGE) && ino_node(ino) == NODE_LINK) {
-		uint32_t slot, node;
-		uint16_t gen;
-
-		split_image_ino(ino, &slot, &gen, &node);
-		link_attr(fs, slot, st);
+	case INO_K_LINK:
+		if (cache_image_get(fs->cache, p.slot, p.gen, &img) != 0)
+			return -ESTALE;
+		tree_unref(img.tree);
+		if (link_attr(fs, p.slot, &e) != 0)
+			return -ESTALE;
+		*st = e.attr;
+		st->st_ino = ino;
+		*left = e.attr_timeout;
 		return 0;
-	}
-	if (ino & INO_IMAGE) {
-		struct cache_image img;
-		uint32_t node;
-		int err = image_of(fs, ino, &img, &node);
-
+	case INO_K_NODE:
+	case INO_K_JSON:
+		err = image_of(fs, &p, &img);
 		if (err)
 			return err;
-		err = node_attr(fs, &img, node, st);
+		err = node_attr(fs, &img, p.kind == INO_K_JSON ? NODE_JSON : p.node, st);
 		*left = img.ttl_left;
 		tree_unref(img.tree);
 		return err;
+	default:
+		return -ESTALE;
 	}
-	return -ESTALE;
 }
 
 /* ---- lookup ---- */
@@ -497,156 +473,146 @@ static void reply_negative(fuse_req_t req, double left)
 	fuse_reply_entry(req, &e);
 }
 
-static void lookup_root(struct fsops *fs, fuse_req_t req, const char *name)
+/* Replies to a lookup with e, or with -err, or as "no such name" for left
+ * seconds when err is -ENOENT. */
+static void reply_lookup(fuse_req_t req, int err, const struct fuse_entry_param *e, double left)
 {
-	struct fuse_entry_param e;
-	double left = fs->opts.ttl;
+	if (err == -ENOENT)
+		reply_negative(req, left);
+	else if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_entry(req, e);
+}
+
+static int lookup_root(struct fsops *fs, const char *name, struct fuse_entry_param *e, double *left)
+{
 	uint32_t region;
 	int err;
 
-	memset(&e, 0, sizeof(e));
 	if (strcmp(name, STATS) == 0) {
-		err = stats_attr(fs, &e.attr);
-		e.ino = INO_STATS;
-		if (err)
-			fuse_reply_err(req, -err);
-		else
-			fuse_reply_entry(req, &e); /* timeouts 0: asked again each time */
-		return;
+		e->ino = INO_STATS;
+		*left = 0;
+		return stats_attr(fs, &e->attr); /* timeouts 0: asked again each time */
 	}
-	err = cache_region_find(fs->cache, name, &region, &left);
-	if (err == -ENOENT) {
-		reply_negative(req, left);
-		return;
-	}
-	if (err) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	e.ino = region_ino(region);
-	dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, region), 1, &e.attr);
-	set_timeouts(&e, left);
-	fuse_reply_entry(req, &e);
+	err = cache_region_find(fs->cache, name, &region, left);
+	if (err)
+		return err;
+	e->ino = ino_region(region);
+	dir_attr(fs, e->ino, cache_listing_mtime(fs->cache, region), 1, &e->attr);
+	set_timeouts(e, *left);
+	return 0;
 }
 
-static void lookup_region(struct fsops *fs, fuse_req_t req, uint32_t region, const char *name)
+static int lookup_region(struct fsops *fs, uint32_t region, const char *name,
+			 struct fuse_entry_param *e, double *left)
 {
-	struct fuse_entry_param e;
 	struct cache_image img = { 0 };
 	char no[24];
 	size_t len = strlen(name);
 	int json = len > 5 && strcmp(name + len - 5, ".json") == 0;
 	int err;
 
-	memset(&e, 0, sizeof(e));
+	*left = fs->opts.ttl;
 	if (strcmp(name, BYNAME) == 0) {
-		e.ino = byname_ino(region);
-		dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, region), 2, &e.attr);
-		set_timeouts(&e, fs->opts.ttl);
-		fuse_reply_entry(req, &e);
-		return;
+		e->ino = ino_byname(region);
+		dir_attr(fs, e->ino, cache_listing_mtime(fs->cache, region), 2, &e->attr);
+		set_timeouts(e, *left);
+		return 0;
 	}
-	if ((json ? len - 5 : len) >= sizeof(no)) {
-		reply_negative(req, fs->opts.ttl); /* longer than any image number */
-		return;
-	}
+	if ((json ? len - 5 : len) >= sizeof(no))
+		return -ENOENT; /* longer than any image number */
 	snprintf(no, sizeof(no), "%.*s", (int)(json ? len - 5 : len), name);
-	if (!cache_valid_image_no(no)) {
-		reply_negative(req, fs->opts.ttl);
-		return;
-	}
 	err = cache_image_lookup(fs->cache, region, no, &img);
-	if (err == -ENOENT) {
-		reply_negative(req, img.ttl_left);
-		return;
-	}
-	if (!err && img.slot >= SLOT_MAX)
-		err = -ENOMEM;
-	if (!err)
-		err = node_attr(fs, &img, json ? NODE_JSON : 0, &e.attr);
-	if (err) {
-		tree_unref(img.tree);
-		fuse_reply_err(req, -err);
-		return;
-	}
-	e.ino = image_ino(img.slot, img.gen, json ? NODE_JSON : 0);
-	set_timeouts(&e, img.ttl_left);
-	tree_unref(img.tree);
-	fuse_reply_entry(req, &e);
-}
-
-static void lookup_image(struct fsops *fs, fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct fuse_entry_param e;
-	struct cache_image img;
-	uint32_t node, child;
-	int err = image_of(fs, parent, &img, &node);
-
-	if (err) {
-		fuse_reply_err(req, -err);
-		return;
-	}
-	memset(&e, 0, sizeof(e));
-	if (node == NODE_JSON) {
-		err = -ENOTDIR;
-	} else if (tree_lookup(img.tree, node, name, &child) < 0) {
-		tree_unref(img.tree);
-		reply_negative(req, img.ttl_left);
-		return;
-	} else {
-		err = node_attr(fs, &img, child, &e.attr);
-		e.ino = image_ino(img.slot, img.gen, child);
-		set_timeouts(&e, img.ttl_left);
-	}
-	tree_unref(img.tree);
+	if (err == -ENOENT)
+		*left = cache_valid_image_no(no) ? img.ttl_left : fs->opts.ttl;
 	if (err)
-		fuse_reply_err(req, -err);
-	else
-		fuse_reply_entry(req, &e);
+		return err;
+	err = node_attr(fs, &img, json ? NODE_JSON : 0, &e->attr);
+	e->ino = ino_image(img.slot, img.gen, json ? NODE_JSON : 0);
+	set_timeouts(e, img.ttl_left);
+	tree_unref(img.tree);
+	return err;
 }
 
-static void lookup_byname(struct fsops *fs, fuse_req_t req, uint32_t region, const char *name)
+static int lookup_node(struct fsops *fs, const struct ino_parts *p, const char *name,
+		       struct fuse_entry_param *e, double *left)
 {
-	struct fuse_entry_param e;
-	struct cache_names *names;
-	double left;
-	uint32_t i, slot;
-	int err = cache_by_name(fs->cache, region, &names, &left);
+	struct cache_image img;
+	uint32_t child;
+	int err;
 
-	if (err) {
-		fuse_reply_err(req, -err);
-		return;
+	if (p->kind == INO_K_JSON || p->kind == INO_K_LINK)
+		return -ENOTDIR;
+	err = image_of(fs, p, &img);
+	if (err)
+		return err;
+	*left = img.ttl_left;
+	if (tree_kind(img.tree, p->node) != TREE_DIR) {
+		err = -ENOTDIR;
+	} else if (tree_lookup(img.tree, p->node, name, &child) < 0) {
+		err = -ENOENT;
+	} else {
+		err = node_attr(fs, &img, child, &e->attr);
+		e->ino = ino_image(img.slot, img.gen, child);
+		set_timeouts(e, img.ttl_left);
 	}
-	memset(&e, 0, sizeof(e));
-	if (cache_names_find(names, name, &i) < 0) {
-		cache_names_unref(fs->cache, names);
-		reply_negative(req, left);
-		return;
-	}
-	slot = cache_names_slot(names, i);
+	tree_unref(img.tree);
+	return err;
+}
+
+static int lookup_byname(struct fsops *fs, uint32_t region, const char *name,
+			 struct fuse_entry_param *e, double *left)
+{
+	struct cache_names *names;
+	uint32_t i, slot;
+	int err = cache_by_name(fs->cache, region, 0, &names, left);
+
+	if (err)
+		return err;
+	err = cache_names_find(names, name, &i) < 0 ? -ENOENT : 0;
+	slot = err ? 0 : cache_names_slot(names, i);
 	cache_names_unref(fs->cache, names);
-	link_attr(fs, slot, &e.attr);
-	e.ino = image_ino(slot, 0, NODE_LINK);
-	set_timeouts(&e, left);
-	fuse_reply_entry(req, &e);
+	if (!err)
+		err = link_attr(fs, slot, e);
+	if (!err)
+		set_timeouts(e, *left < e->entry_timeout ? *left : e->entry_timeout);
+	return err;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fsops *fs = fuse_req_userdata(req);
+	struct ino_parts p = ino_split(parent);
+	struct fuse_entry_param e;
+	double left = fs->opts.ttl;
+	int err;
 
-	if (strlen(name) > 255)
+	memset(&e, 0, sizeof(e));
+	if (strlen(name) > 255) {
 		fuse_reply_err(req, ENAMETOOLONG);
-	else if (parent == INO_ROOT)
-		lookup_root(fs, req, name);
-	else if (is_region_ino(parent))
-		lookup_region(fs, req, (uint32_t)(parent - INO_REGION), name);
-	else if (is_byname_ino(parent))
-		lookup_byname(fs, req, (uint32_t)(parent - INO_BYNAME), name);
-	else if (parent & INO_IMAGE)
-		lookup_image(fs, req, parent, name);
-	else
-		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	switch (p.kind) {
+	case INO_K_ROOT:
+		err = lookup_root(fs, name, &e, &left);
+		break;
+	case INO_K_REGION:
+		err = lookup_region(fs, p.id, name, &e, &left);
+		break;
+	case INO_K_BYNAME:
+		err = lookup_byname(fs, p.id, name, &e, &left);
+		break;
+	case INO_K_NODE:
+	case INO_K_JSON:
+	case INO_K_LINK:
+		err = lookup_node(fs, &p, name, &e, &left);
+		break;
+	default:
+		err = -ENOTDIR;
+		break;
+	}
+	reply_lookup(req, err, &e, left);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -680,6 +646,135 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- directories ---- */
 
+/* What one directory read walks: entries in ascending key order, where a
+ * key is a region id, an image slot or a child's index. An entry's offset
+ * is its key + 3 (0-2 are the start, "." and ".."), and a read at offset off
+ * resumes at the first key >= off - 2: a listing that changes between two
+ * reads then neither skips nor repeats an entry that is in both. */
+struct dirview {
+	struct ino_parts p;
+	struct stat self;
+	double left;
+	struct cache_ids *ids;	   /* the root and regions */
+	struct cache_names *names; /* .by-name */
+	struct cache_image img;	   /* an image's directory */
+	uint32_t count;
+};
+
+/* Takes the directory's current listing: a read from the start may fetch
+ * (ttl), one that resumes takes whatever is held, so that one directory read
+ * costs at most one listing. */
+static int view_open(struct fsops *fs, fuse_ino_t ino, off_t off, struct dirview *v)
+{
+	int held = off > 2;
+	int err = 0;
+
+	memset(v, 0, sizeof(*v));
+	v->p = ino_split(ino);
+	switch (v->p.kind) {
+	case INO_K_ROOT:
+		err = held ? cache_regions_held(fs->cache, &v->ids, &v->left)
+			   : cache_regions(fs->cache, &v->ids, &v->left);
+		if (!err)
+			dir_attr(fs, ino, cache_regions_mtime(fs->cache), 1, &v->self);
+		break;
+	case INO_K_REGION:
+		err = cache_listing(fs->cache, v->p.id, held, &v->ids, &v->left);
+		if (!err)
+			dir_attr(fs, ino, cache_listing_mtime(fs->cache, v->p.id), 1, &v->self);
+		break;
+	case INO_K_BYNAME:
+		err = cache_by_name(fs->cache, v->p.id, held, &v->names, &v->left);
+		if (!err)
+			dir_attr(fs, ino, cache_listing_mtime(fs->cache, v->p.id), 2, &v->self);
+		break;
+	case INO_K_NODE:
+		err = image_of(fs, &v->p, &v->img);
+		if (!err && tree_kind(v->img.tree, v->p.node) != TREE_DIR) {
+			tree_unref(v->img.tree);
+			err = -ENOTDIR;
+		}
+		if (!err)
+			node_attr(fs, &v->img, v->p.node, &v->self);
+		break;
+	default:
+		err = -ENOTDIR;
+		break;
+	}
+	if (err)
+		return err;
+	v->count = v->ids     ? v->ids->n
+		   : v->names ? cache_names_count(v->names)
+			      : tree_nchildren(v->img.tree, v->p.node);
+	return 0;
+}
+
+static void view_close(struct fsops *fs, fuse_ino_t ino, struct dirview *v)
+{
+	if (v->ids)
+		cache_ids_unref(fs->cache, v->ids);
+	if (v->names)
+		cache_names_unref(fs->cache, v->names);
+	tree_unref(v->img.tree);
+	if (v->p.kind != INO_K_NODE)
+		listing_served(fs, ino, v->left);
+}
+
+/* The position of the first entry whose key is >= key. */
+static uint32_t view_from(const struct dirview *v, uint64_t key)
+{
+	if (key > UINT32_MAX)
+		return v->count;
+	if (v->ids)
+		return cache_ids_from(v->ids, (uint32_t)key);
+	if (v->names)
+		return cache_names_from(v->names, (uint32_t)key);
+	return key < v->count ? (uint32_t)key : v->count;
+}
+
+/* Entry k: its key, its name (into buf) and its attributes. 0, or -ENOENT
+ * for an entry to pass over (an image listed but gone since). */
+static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint32_t *key, char *buf,
+		      size_t len, struct fuse_entry_param *e)
+{
+	struct cache_image img;
+	uint32_t i, child;
+
+	memset(e, 0, sizeof(*e));
+	switch (v->p.kind) {
+	case INO_K_ROOT:
+		*key = v->ids->sorted[k];
+		snprintf(buf, len, "%s", cache_region_code(fs->cache, *key));
+		e->ino = ino_region(*key);
+		dir_attr(fs, e->ino, cache_listing_mtime(fs->cache, *key), 1, &e->attr);
+		set_timeouts(e, v->left);
+		return 0;
+	case INO_K_REGION:
+		*key = v->ids->sorted[k];
+		if (cache_image_get(fs->cache, *key, -1, &img) != 0)
+			return -ENOENT;
+		snprintf(buf, len, "%s", img.no);
+		node_attr(fs, &img, 0, &e->attr);
+		e->ino = ino_image(img.slot, img.gen, 0);
+		set_timeouts(e, img.ttl_left);
+		tree_unref(img.tree);
+		return 0;
+	case INO_K_BYNAME:
+		i = cache_names_by_slot(v->names, k);
+		*key = cache_names_slot(v->names, i);
+		snprintf(buf, len, "%s", cache_names_name(v->names, i));
+		return link_attr(fs, *key, e);
+	default:
+		*key = k;
+		child = tree_child(v->img.tree, v->p.node, k);
+		snprintf(buf, len, "%s", tree_name(v->img.tree, child));
+		node_attr(fs, &v->img, child, &e->attr);
+		e->ino = ino_image(v->img.slot, v->img.gen, child);
+		set_timeouts(e, v->img.ttl_left);
+		return 0;
+	}
+}
+
 struct dirbuf {
 	fuse_req_t req;
 	int plus;
@@ -702,164 +797,43 @@ static int emit(struct dirbuf *d, const char *name, const struct fuse_entry_para
 	return 0;
 }
 
-/* "." and ".." as entries 0 and 1; returns 1 when the buffer is full. */
-static int emit_dots(struct dirbuf *d, off_t off, const struct stat *self)
+/* Fills d from offset off: ".", "..", then the entries. */
+static void fill_dir(struct fsops *fs, struct dirview *v, struct dirbuf *d, off_t off)
 {
 	struct fuse_entry_param e;
+	char name[256];
+	uint32_t key;
 
 	memset(&e, 0, sizeof(e));
-	e.attr = *self;
+	e.attr = v->self;
 	if (off < 1 && emit(d, ".", &e, 1))
-		return 1;
-	return off < 2 && emit(d, "..", &e, 2);
-}
-
-static int readdir_root(struct fsops *fs, struct dirbuf *d, off_t off)
-{
-	struct cache_ids *ids;
-	struct fuse_entry_param e;
-	struct stat self;
-	double left;
-	int err = cache_regions(fs->cache, &ids, &left);
-
-	if (err)
-		return err;
-	dir_attr(fs, INO_ROOT, cache_regions_mtime(fs->cache), 1, &self);
-	if (!emit_dots(d, off, &self)) {
-		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < ids->n; i++) {
-			memset(&e, 0, sizeof(e));
-			e.ino = region_ino(ids->ids[i]);
-			dir_attr(fs, e.ino, cache_listing_mtime(fs->cache, ids->ids[i]), 1,
-				 &e.attr);
-			set_timeouts(&e, left);
-			if (emit(d, cache_region_code(fs->cache, ids->ids[i]), &e, (off_t)i + 3))
-				break;
-		}
+		return;
+	if (off < 2 && emit(d, "..", &e, 2))
+		return;
+	for (uint32_t k = off > 2 ? view_from(v, (uint64_t)off - 2) : 0; k < v->count; k++) {
+		if (view_entry(fs, v, k, &key, name, sizeof(name), &e) != 0)
+			continue;
+		if (emit(d, name, &e, (off_t)key + 3))
+			return;
 	}
-	cache_ids_unref(fs->cache, ids);
-	if (fs->no_open)
-		listing_served(fs, INO_ROOT, left);
-	return 0;
-}
-
-static int readdir_region(struct fsops *fs, struct dirbuf *d, uint32_t region, off_t off)
-{
-	struct cache_ids *ids;
-	struct fuse_entry_param e;
-	struct stat self;
-	double left;
-	int err = cache_listing(fs->cache, region, &ids, &left);
-
-	if (err)
-		return err;
-	dir_attr(fs, region_ino(region), cache_listing_mtime(fs->cache, region), 1, &self);
-	if (!emit_dots(d, off, &self)) {
-		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < ids->n; i++) {
-			struct cache_image img;
-			int full;
-
-			memset(&e, 0, sizeof(e));
-			if (cache_image_get(fs->cache, ids->ids[i], -1, &img) == 0 &&
-			    ids->ids[i] < SLOT_MAX && node_attr(fs, &img, 0, &e.attr) == 0) {
-				e.ino = image_ino(img.slot, img.gen, 0);
-				set_timeouts(&e, img.ttl_left);
-			} else {
-				e.attr.st_mode = S_IFDIR; /* listed, but gone since: no entry */
-			}
-			full = emit(d, img.no, &e, (off_t)i + 3);
-			tree_unref(img.tree);
-			if (full)
-				break;
-		}
-	}
-	cache_ids_unref(fs->cache, ids);
-	if (fs->no_open)
-		listing_served(fs, region_ino(region), left);
-	return 0;
-}
-
-static int readdir_byname(struct fsops *fs, struct dirbuf *d, uint32_t region, off_t off)
-{
-	struct fuse_entry_param e;
-	struct cache_names *names;
-	struct stat self;
-	double left;
-	int err = cache_by_name(fs->cache, region, &names, &left);
-
-	if (err)
-		return err;
-	dir_attr(fs, byname_ino(region), cache_listing_mtime(fs->cache, region), 2, &self);
-	if (!emit_dots(d, off, &self)) {
-		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < cache_names_count(names);
-		     i++) {
-			uint32_t slot = cache_names_slot(names, i);
-
-			memset(&e, 0, sizeof(e));
-			link_attr(fs, slot, &e.attr);
-			e.ino = image_ino(slot, 0, NODE_LINK);
-			set_timeouts(&e, left);
-			if (emit(d, cache_names_name(names, i), &e, (off_t)i + 3))
-				break;
-		}
-	}
-	cache_names_unref(fs->cache, names);
-	if (fs->no_open)
-		listing_served(fs, byname_ino(region), left);
-	return 0;
-}
-
-static int readdir_image(struct fsops *fs, struct dirbuf *d, fuse_ino_t ino, off_t off)
-{
-	struct fuse_entry_param e;
-	struct cache_image img;
-	struct stat self;
-	uint32_t node, n;
-	int err = image_of(fs, ino, &img, &node);
-
-	if (err)
-		return err;
-	if (node == NODE_JSON || tree_kind(img.tree, node) != TREE_DIR) {
-		tree_unref(img.tree);
-		return -ENOTDIR;
-	}
-	node_attr(fs, &img, node, &self);
-	n = tree_nchildren(img.tree, node);
-	if (!emit_dots(d, off, &self)) {
-		for (uint32_t i = off > 2 ? (uint32_t)off - 2 : 0; i < n; i++) {
-			uint32_t child = tree_child(img.tree, node, i);
-
-			memset(&e, 0, sizeof(e));
-			node_attr(fs, &img, child, &e.attr);
-			e.ino = image_ino(img.slot, img.gen, child);
-			set_timeouts(&e, img.ttl_left);
-			if (emit(d, tree_name(img.tree, child), &e, (off_t)i + 3))
-				break;
-		}
-	}
-	tree_unref(img.tree);
-	return 0;
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
 	struct fsops *fs = fuse_req_userdata(req);
-	struct dirbuf d = { req, plus, malloc(size), size, 0 };
+	struct dirbuf d = { req, plus, malloc(size ? size : 1), size, 0 };
+	struct dirview v;
 	int err;
 
 	if (!d.buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (ino == INO_ROOT)
-		err = readdir_root(fs, &d, off);
-	else if (is_region_ino(ino))
-		err = readdir_region(fs, &d, (uint32_t)(ino - INO_REGION), off);
-	else if (is_byname_ino(ino))
-		err = readdir_byname(fs, &d, (uint32_t)(ino - INO_BYNAME), off);
-	else if (ino & INO_IMAGE)
-		err = readdir_image(fs, &d, ino, off);
-	else
-		err = -ENOTDIR;
+	err = view_open(fs, ino, off < 0 ? 0 : off, &v);
+	if (!err) {
+		fill_dir(fs, &v, &d, off < 0 ? 0 : off);
+		view_close(fs, ino, &v);
+	}
 	if (err)
 		fuse_reply_err(req, -err);
 	else
@@ -932,38 +906,40 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fsops *fs = fuse_req_userdata(req);
+	struct ino_parts p = ino_split(ino);
 	struct cache_image img;
-	uint32_t node;
 	char *buf = NULL;
 	size_t len = 0;
 	int err;
 
 	(void)fi;
-	if (ino == INO_STATS) {
+	if (p.kind == INO_K_STATS) {
 		pthread_mutex_lock(&fs->lock);
 		reply_slice(req, fs->stats, fs->stats_len, off, size);
 		pthread_mutex_unlock(&fs->lock);
 		return;
 	}
-	if (!(ino & INO_IMAGE) || ino_node(ino) == NODE_LINK) {
-		fuse_reply_err(req, !(ino & INO_IMAGE) ? EISDIR : EINVAL);
+	if (p.kind != INO_K_NODE && p.kind != INO_K_JSON) {
+		fuse_reply_err(req, p.kind == INO_K_LINK ? EINVAL : EISDIR);
 		return;
 	}
-	err = image_of(fs, ino, &img, &node);
+	err = image_of(fs, &p, &img);
 	if (err) {
 		fuse_reply_err(req, -err);
 		return;
 	}
-	if (node == NODE_JSON) {
+	if (p.kind == INO_K_JSON) {
 		buf = tree_json_text(img.tree, &len);
 		err = buf ? 0 : -ENOMEM;
-	} else if (tree_kind(img.tree, node) == TREE_DIR) {
+	} else if (tree_kind(img.tree, p.node) == TREE_DIR) {
 		err = -EISDIR;
+	} else if (off < 0) {
+		err = -EINVAL;
 	} else {
 		buf = malloc(size ? size : 1);
 		err = buf ? 0 : -ENOMEM;
 		if (buf)
-			len = tree_read(img.tree, node, (size_t)off, buf, size);
+			len = tree_read(img.tree, p.node, (size_t)off, buf, size);
 		off = 0; /* buf holds the requested part already */
 	}
 	if (err)
@@ -979,18 +955,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* The codeName of ino, if it is a common-code file (a new string), or NULL. */
 static char *codename_of(struct fsops *fs, fuse_ino_t ino, int *err)
 {
+	struct ino_parts p = ino_split(ino);
 	struct cache_image img;
-	uint32_t node;
 	char *name = NULL;
 
 	*err = 0;
-	if (!(ino & INO_IMAGE) || ino_node(ino) == NODE_LINK)
+	if (p.kind != INO_K_NODE)
 		return NULL;
-	*err = image_of(fs, ino, &img, &node);
+	*err = image_of(fs, &p, &img);
 	if (*err)
 		return NULL;
-	if (node != NODE_JSON && tree_codename(img.tree, node))
-		name = strdup(tree_codename(img.tree, node));
+	if (tree_codename(img.tree, p.node)) {
+		name = strdup(tree_codename(img.tree, p.node));
+		if (!name)
+			*err = -ENOMEM;
+	}
 	tree_unref(img.tree);
 	return name;
 }
@@ -1061,20 +1040,20 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fsops *fs = fuse_req_userdata(req);
-	uint32_t slot, node;
-	uint16_t gen;
+	struct ino_parts p = ino_split(ino);
+	struct cache_image img;
 	char target[32];
 
-	if (!(ino & INO_IMAGE)) {
+	if (p.kind != INO_K_LINK) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	split_image_ino(ino, &slot, &gen, &node);
-	if (node != NODE_LINK) {
-		fuse_reply_err(req, EINVAL);
+	if (cache_image_get(fs->cache, p.slot, p.gen, &img) != 0) {
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	link_target(fs, slot, target, sizeof(target));
+	snprintf(target, sizeof(target), "../%s", img.no);
+	tree_unref(img.tree);
 	fuse_reply_readlink(req, target);
 }
 
@@ -1224,7 +1203,8 @@ const struct fuse_lowlevel_ops *fsops_ops(void)
 	return &ops;
 }
 
-struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts)
+struct fsops *fsops_new(const struct cache_source *src, struct ncp_client *client,
+			const struct fsops_opts *opts)
 {
 	struct fsops *fs = calloc(1, sizeof(*fs));
 	struct cache_opts co = { opts->ttl, opts->negative_ttl, opts->stale };
@@ -1234,12 +1214,13 @@ struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts
 	fs->opts = *opts;
 	fs->client = client;
 	fs->started = now_mono();
+	fs->next_scan = fs->started + scan_interval(fs);
 	fs->uid = getuid();
 	fs->gid = getgid();
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->cond, NULL);
 	pthread_cond_init(&fs->drained, NULL);
-	fs->cache = cache_new(client, &co, on_change, fs);
+	fs->cache = cache_new(src, &co, on_change, fs);
 	if (!fs->cache) {
 		fsops_free(fs);
 		return NULL;
@@ -1247,24 +1228,106 @@ struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts
 	return fs;
 }
 
-int fsops_start(struct fsops *fs, struct fuse_session *se)
+int fsops_start(struct fsops *fs, struct fuse_session *se, const char *mountpoint)
 {
 	fs->se = se;
+	fs->mountpoint = mountpoint ? strdup(mountpoint) : NULL;
+	if (mountpoint && !fs->mountpoint)
+		return -1;
 	if (pthread_create(&fs->thread, NULL, notifier, fs) != 0)
 		return -1;
 	fs->running = 1;
 	return 0;
 }
 
+/* The kernel's id of the connection mounted at mountpoint, from
+ * /proc/self/mountinfo ("major:minor" of a fuse.ncloudfs mount): 0 or -1. */
+static int connection_of(const char *mountpoint, unsigned *major_out, unsigned *minor_out)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, point[4096], type[64];
+	size_t cap = 0;
+	int found = -1;
+
+	if (!f)
+		return -1;
+	while (found < 0 && getline(&line, &cap, f) > 0) {
+		unsigned maj, mnr;
+		char *dash = strstr(line, " - ");
+
+		if (!dash || sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &mnr, point) != 3 ||
+		    sscanf(dash + 3, "%63s", type) != 1)
+			continue;
+		/* Mount points are written with octal escapes (\040 for a space). */
+		for (char *r = point, *w = point;; r++, w++) {
+			if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] && r[3]) {
+				*w = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+				r += 3;
+			} else {
+				*w = *r;
+			}
+			if (!*r)
+				break;
+		}
+		if (strcmp(point, mountpoint) == 0 && strncmp(type, "fuse", 4) == 0) {
+			*major_out = maj;
+			*minor_out = mnr;
+			found = 0;
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* Ends the connection so that the kernel fails what it still has queued:
+ * through fusectl when it is mounted, else by a forced unmount (root). */
+static void abort_connection(struct fsops *fs)
+{
+	unsigned maj, mnr;
+	char path[96];
+	int fd;
+
+	if (!fs->mountpoint)
+		return;
+	if (connection_of(fs->mountpoint, &maj, &mnr) == 0) {
+		snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort",
+			 (maj << 20) | mnr);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t n = write(fd, "1", 1);
+
+			close(fd);
+			if (n == 1)
+				return;
+		}
+	}
+	if (umount2(fs->mountpoint, MNT_FORCE | MNT_DETACH) < 0)
+		log_msg(LOG_LVL_DEBUG, "cannot end the connection at %s: %s", fs->mountpoint,
+			strerror(errno));
+}
+
 void fsops_stop(struct fsops *fs)
 {
+	double deadline;
+
 	if (!fs->running)
 		return;
 	pthread_mutex_lock(&fs->lock);
-	fs->stopping = 1;
+	atomic_store(&fs->stopping, 1);
 	pthread_cond_signal(&fs->cond);
 	pthread_cond_broadcast(&fs->drained);
+	/* A note about a directory waits in the kernel while lookups in it are
+	 * queued, and nobody answers them any more: if the notifier does not
+	 * come back soon, end the connection, which fails them. */
+	deadline = now_mono() + STOP_WAIT_S;
+	while (!fs->done && now_mono() < deadline)
+		timed_wait(&fs->drained, &fs->lock, deadline - now_mono());
 	pthread_mutex_unlock(&fs->lock);
+	if (!fs->done) {
+		log_msg(LOG_LVL_INFO, "the kernel holds a notification; ending the connection");
+		abort_connection(fs);
+	}
 	pthread_join(fs->thread, NULL);
 	fs->running = 0;
 }
@@ -1276,6 +1339,7 @@ void fsops_free(struct fsops *fs)
 	cache_free(fs->cache);
 	free(fs->notes);
 	free(fs->stats);
+	free(fs->mountpoint);
 	pthread_cond_destroy(&fs->cond);
 	pthread_cond_destroy(&fs->drained);
 	pthread_mutex_destroy(&fs->lock);
@@ -1287,7 +1351,7 @@ void fsops_drop_caches(struct fsops *fs)
 	cache_drop_all(fs->cache);
 	/* Return once the kernel has been told, so that "dropped" means it. */
 	pthread_mutex_lock(&fs->lock);
-	while (fs->running && !fs->stopping && (fs->nnotes || fs->sending))
+	while (fs->running && !atomic_load(&fs->stopping) && (fs->nnotes || fs->sending))
 		pthread_cond_wait(&fs->drained, &fs->lock);
 	pthread_mutex_unlock(&fs->lock);
 }

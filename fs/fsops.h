@@ -16,15 +16,20 @@ struct fsops_opts {
 	double stale; /* serve the last good answer this long past ttl on errors */
 };
 
-/* Creates the filesystem over client (borrowed). NULL on out of memory. */
-struct fsops *fsops_new(struct ncp_client *client, const struct fsops_opts *opts);
+/* Creates the filesystem over src (copied; see cache_new); client (borrowed,
+ * may be NULL) only feeds /.stats. NULL on out of memory. */
+struct fsops *fsops_new(const struct cache_source *src, struct ncp_client *client,
+			const struct fsops_opts *opts);
 /* Frees it; call fsops_stop first if it was started. */
 void fsops_free(struct fsops *fs);
 /* The operations table; pass fs as userdata to fuse_session_new. */
 const struct fuse_lowlevel_ops *fsops_ops(void);
-/* Starts the kernel-notification thread for session se: 0 or -1. */
-int fsops_start(struct fsops *fs, struct fuse_session *se);
-/* Stops that thread; call before the session is destroyed. */
+/* Starts the thread that tells the kernel of changes and reclaims memory,
+ * for session se mounted at mountpoint (copied; NULL if none): 0 or -1. */
+int fsops_start(struct fsops *fs, struct fuse_session *se, const char *mountpoint);
+/* Stops that thread; call before the session is destroyed. If the kernel
+ * holds a notification back (lookups queued that nobody will answer), the
+ * connection is ended after a second so that stopping always finishes. */
 void fsops_stop(struct fsops *fs);
 /* Forgets every cached answer and tells the kernel to forget what it holds,
  * so that the next access fetches afresh (SIGHUP). */

@@ -406,7 +406,7 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 	fuse_daemonize(co->foreground);
 	if (!s->log)
 		log_setup(co->foreground ? "stderr" : "syslog", co->debug);
-	if (fsops_start(fs, se) < 0 || hup_start(fs, &hup) < 0) {
+	if (fsops_start(fs, se, co->mountpoint) < 0 || hup_start(fs, &hup) < 0) {
 		log_msg(LOG_LVL_ERROR, "cannot start the daemon's threads");
 		goto out_stop;
 	}
@@ -447,6 +447,7 @@ int main(int argc, char *argv[])
 	struct settings s = { 0 };
 	struct ncp_config nc;
 	struct ncp_client *client = NULL;
+	struct cache_source src;
 	struct fsops *fs = NULL;
 	struct fuse_session *se = NULL;
 	char err[512];
@@ -501,7 +502,8 @@ int main(int argc, char *argv[])
 	}
 	creds_release(&cr); /* the client holds its own copy of the secret */
 	creds_scrub_env();
-	fs = fsops_new(client, &s.fs);
+	src = cache_source_ncp(client);
+	fs = fsops_new(&src, client, &s.fs);
 	if (!fs) {
 		fprintf(stderr, "ncloudfs: out of memory\n");
 		goto out;

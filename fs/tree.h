@@ -11,8 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TREE_MAX_DEPTH 64      /* deeper JSON is refused */
-#define TREE_MAX_NODES 262143u /* 2^18 - 1: node numbers fit in 18 bits */
+#define TREE_MAX_DEPTH 64 /* deeper JSON is refused */
+#define TREE_MAX_NODES                                                             \
+	262142u /* nodes 0 .. 2^18 - 3: the top two numbers are reserved (inode.h) \
+		 */
 
 enum tree_kind { TREE_FILE = 0, TREE_DIR = 1 };
 
