@@ -51,6 +51,9 @@ tests/unit/%.o: tests/unit/%.c $(wildcard tests/unit/*.h client/*.h fs/*.h) .bui
 tests/unit/test_%: tests/unit/test_%.c tests/unit/testhelp.h $(LIB_OBJ) $(UNIT_HELP)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJ) $(UNIT_HELP) $(LIBS)
 
+# Every allocation ncloudfs makes goes through a wrapper that can fail it.
+tests/unit/test_oom: ALL_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ./$$(basename $$t)); done
 

@@ -1556,7 +1556,7 @@ static int by_entry_slot(const void *a, const void *b, void *entries)
  * plain name into a suffixed one, so this ends. w is sorted by final name. */
 static int names_settle(struct cache *c, struct name_work *w, uint32_t n, struct pool *p)
 {
-	char no[24];
+	char no[24], name[256];
 
 	for (;;) {
 		int changed = 0;
@@ -1571,8 +1571,10 @@ static int names_settle(struct cache *c, struct name_work *w, uint32_t n, struct
 
 				if (w[k].suffixed)
 					continue;
+				/* copied: adding to the pool may move it */
+				snprintf(name, sizeof(name), "%s", p->buf + w[k].name);
 				slot_name(slot_at(c, w[k].slot), no, sizeof(no));
-				at = pool_add_suffixed(p, p->buf + w[k].name, no);
+				at = pool_add_suffixed(p, name, no);
 				if (at < 0)
 					return -ENOMEM;
 				w[k].name = (uint32_t)at;

@@ -36,6 +36,9 @@ int ff_readdir_all(struct fsops *fs, uint64_t ino, size_t size, int plus, struct
 void ff_forget(struct fsops *fs, uint64_t ino, uint64_t n);
 /* Calls the init operation as a kernel offering everything would. */
 void ff_init(struct fsops *fs);
+/* Marks the harness's own allocations (on: 1, then 0 after); a no-op
+ * unless a test defines it. */
+void ff_exempt(int on);
 /* Notifications fsops sent to the "kernel" so far. */
 unsigned long ff_notes(void);
 

@@ -1,0 +1,159 @@
+"""The stateful core on real mounts: accounts whose names collide, directory reads that
+cost one listing, memory that comes back, and caches dropped while a fetch is on its way."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from expect import read
+
+DETAIL, LIST, REGIONS = "getServerImageDetail", "getServerImageList", "getRegionList"
+
+
+def calls(emulator):
+    """The emulator's API call counts by action."""
+    return emulator.counts()["calls"]
+
+
+def name_images(emulator, names):
+    """Give the region's first images these serverImageNames; return their numbers."""
+    nos = emulator.images("KR")[:len(names)]
+    for no, name in zip(nos, names):
+        emulator.set_field("KR", no, ["serverImageName"], name)
+    return [str(no) for no in nos]
+
+
+def check_by_name(region):
+    """Every .by-name entry is unique and leads to an image carrying that name."""
+    byname = region / ".by-name"
+    names = os.listdir(byname)
+    assert len(names) == len(set(names))
+    for name in names:
+        target = os.readlink(byname / name)
+        assert target.startswith("../")
+        no = target[3:]
+        real = read(region / no / "serverImageName").rstrip("\n")
+        assert name == real or name == real + "~" + no, (name, real, no)
+    return names
+
+
+@pytest.mark.emulator(images=4)
+def test_shared_long_names_list_whole(emulator, mount):
+    """Two pairs of images sharing a 30-character name: all four listed, the daemon lives."""
+    a, b = "nightly-backup-web-2025-06-20-", "nightly-backup-db-2025-06-20-0"
+    nos = name_images(emulator, [a, a, b, b])
+    m = mount()
+    names = check_by_name(m.path / "KR")
+    for want in (a + "~" + nos[0], a + "~" + nos[1], b + "~" + nos[2], b + "~" + nos[3]):
+        assert want in names
+    assert a not in names and b not in names
+    assert "KR" in os.listdir(m.path)  # the daemon is alive
+
+
+@pytest.mark.emulator(images=4)
+def test_a_real_name_equal_to_a_generated_one(emulator, mount):
+    """Images named web, web, and web~<first>: every .by-name entry is unique."""
+    nos = emulator.images("KR")[:3]
+    nos = name_images(emulator, ["web", "web", "web~%s" % nos[0]])
+    m = mount()
+    names = check_by_name(m.path / "KR")
+    assert len(names) == len(emulator.images("KR"))
+    assert os.readlink(m.path / "KR" / ".by-name" / ("web~" + nos[0])) == "../" + nos[0]
+
+
+@pytest.mark.emulator(images=1001)
+def test_one_directory_read_costs_one_listing_with_ttl_zero(emulator, mount):
+    """With ttl=0, `ls` of 1,002 images reads the listing once (two pages), not per chunk."""
+    m = mount("ttl=0")
+    listed = os.listdir(m.path / "KR")
+    assert sorted(listed, key=int) == emulator.images("KR")
+    assert calls(emulator)[LIST] == 2
+
+
+def rss_kib(pid):
+    """The process's resident set in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def stats(m):
+    """/.stats as a dict of integers."""
+    out = {}
+    for line in read(m.path / ".stats").splitlines():
+        key, value = line.split(": ")
+        out[key] = int(float(value))
+    return out
+
+
+@pytest.mark.emulator(images=3000)
+def test_deleted_images_give_their_memory_back(emulator, mount):
+    """Images listed and then deleted are reclaimed: cache_images falls to 0, RSS comes back."""
+    m = mount("ttl=1", "stale=0")
+    region = m.path / "KR"
+    read(region / emulator.images("KR")[0] / "osType")
+    base = rss_kib(m.proc.pid)
+    total = len(emulator.images("KR"))
+    assert len(os.listdir(region)) == total
+    peak = rss_kib(m.proc.pid)
+    assert stats(m)["cache_images"] == total
+    for no in emulator.images("KR"):
+        emulator.delete_image("KR", no)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        os.listdir(region)  # the listing now says they are gone
+        if stats(m)["cache_images"] == 0:
+            break
+        time.sleep(0.5)
+    assert stats(m)["cache_images"] == 0
+    assert stats(m)["cache_reclaimed"] >= total
+    after = rss_kib(m.proc.pid)
+    assert after - base < (peak - base) / 2, (base, peak, after)
+
+
+def test_missing_numbers_are_reclaimed(emulator, mount):
+    """Looking up many missing numbers leaves nothing behind once negative_ttl has passed."""
+    m = mount("ttl=1", "negative_ttl=1")
+    region = m.path / "KR"
+    for i in range(300):
+        assert not os.path.exists(region / str(900000 + i))
+    assert stats(m)["cache_images"] >= 300
+    deadline = time.monotonic() + 30
+    while stats(m)["cache_images"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stats(m)["cache_images"] == 0
+
+
+def test_sighup_during_a_fetch_leaves_it_unfresh(emulator, mount):
+    """An answer on its way when SIGHUP drops the caches is not kept as fresh."""
+    m = mount("ttl=60")
+    path = m.path / "KR" / "3135" / "osType"
+    os.listdir(m.path)  # the region list, before the slow call
+    emulator.latency(1.5, DETAIL)
+    done = threading.Event()
+    result = {}
+
+    def reader():
+        result["value"] = read(path)
+        done.set()
+
+    misses = stats(m)["cache_misses"]
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while stats(m)["cache_misses"] == misses and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stats(m)["cache_misses"] == misses + 1  # the detail call is on its way
+    assert not done.is_set()
+    m.proc.send_signal(signal.SIGHUP)
+    assert done.wait(30)
+    assert result["value"] == "UBUNTU\n"
+    emulator.latency(0, DETAIL)
+    assert read(path) == "UBUNTU\n"
+    assert calls(emulator)[DETAIL] == 2
+    assert read(path) == "UBUNTU\n"
+    assert calls(emulator)[DETAIL] == 2

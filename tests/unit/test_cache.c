@@ -1,0 +1,553 @@
+/* test_cache.c: the cache and the inode layer with no network: a fake
+ * account and clock (fakeapi.h) behind the cache's source, and fsops run
+ * in-process (fakefuse.h). One test per behaviour that once went wrong:
+ * .by-name names, flights across a growing slot table, inode numbers,
+ * capped pages, readdir offsets, reclaiming, dropped caches. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fakeapi.h"
+#include "fakefuse.h"
+#include "inode.h"
+#include "testhelp.h"
+
+static struct fsops *mount_fake(struct fake_api *api, double ttl, double negative_ttl, double stale)
+{
+	struct cache_source src = fake_source(api);
+	struct fsops_opts o = { ttl, negative_ttl, stale };
+	struct fsops *fs = fsops_new(&src, NULL, &o);
+
+	if (!fs)
+		abort();
+	return fs;
+}
+
+static void put(struct fake_api *api, const char *region, uint64_t no, const char *name)
+{
+	char *json = fake_image_json(no, name, "UBUNTU", 1);
+
+	fake_put(api, region, no, json);
+	free(json);
+}
+
+static uint64_t region_ino_of(struct fsops *fs, const char *code)
+{
+	uint64_t ino = 0;
+
+	CHECK(ff_lookup(fs, INO_ROOT, code, &ino, NULL) == 0);
+	return ino;
+}
+
+/* Reads every .by-name entry: names unique, each link to an image whose
+ * name is the entry's, or whose name~no it is. Returns the count. */
+static size_t check_by_name(struct fsops *fs, struct fake_api *api, uint64_t region)
+{
+	struct ff_dirent *d;
+	uint64_t dir = 0;
+	size_t n = 0, entries = 0;
+
+	(void)api;
+	CHECK(ff_lookup(fs, region, ".by-name", &dir, NULL) == 0);
+	CHECK(ff_readdir_all(fs, dir, 4096, 1, &d, &n) == 0);
+	for (size_t i = 0; i < n; i++) {
+		char target[64], path[64], *name = NULL;
+		uint64_t link = 0, img = 0, node = 0;
+		size_t len = 0;
+
+		if (!strcmp(d[i].name, ".") || !strcmp(d[i].name, ".."))
+			continue;
+		entries++;
+		for (size_t j = i + 1; j < n; j++)
+			CHECK(strcmp(d[i].name, d[j].name) != 0);
+		CHECK(strlen(d[i].name) <= 255);
+		CHECK(ff_lookup(fs, dir, d[i].name, &link, NULL) == 0);
+		CHECK(ff_readlink(fs, link, target, sizeof(target)) == 0);
+		CHECK(strncmp(target, "../", 3) == 0);
+		CHECK(ff_lookup(fs, region, target + 3, &img, NULL) == 0);
+		CHECK(ff_lookup(fs, img, "serverImageName", &node, NULL) == 0);
+		CHECK(ff_read(fs, node, 0, 4096, &name, &len) == 0);
+		if (!name)
+			continue;
+		if (len)
+			name[len - 1] = '\0'; /* the newline */
+		snprintf(path, sizeof(path), "~%s", target + 3);
+		if (strcmp(name, d[i].name) != 0) {
+			size_t nl = strlen(d[i].name), sl = strlen(path);
+
+			/* name~no, the name cut to fit */
+			CHECK(nl > sl && strcmp(d[i].name + nl - sl, path) == 0);
+			CHECK(strncmp(name, d[i].name, nl - sl) == 0);
+		}
+		free(name);
+	}
+	free(d);
+	return entries;
+}
+
+/* Four images, two pairs sharing a 30-character name: the name pool once
+ * overflowed here and the daemon aborted. */
+static void test_by_name_shared_names(void)
+{
+	struct fake_api *api = fake_new();
+	const char *a = "nightly-backup-web-2025-06-20", *b = "nightly-backup-db--2025-06-20";
+	struct fsops *fs;
+	uint64_t kr;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 101, a);
+	put(api, "KR", 102, a);
+	put(api, "KR", 103, b);
+	put(api, "KR", 104, b);
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(check_by_name(fs, api, kr) == 4);
+	CHECK(ff_lookup(fs, ino_byname((uint32_t)(kr - INO_REGION)),
+			"nightly-backup-web-2025-06-20~101", NULL, NULL) == 0);
+	CHECK(ff_lookup(fs, ino_byname((uint32_t)(kr - INO_REGION)),
+			"nightly-backup-web-2025-06-20", NULL, NULL) == -ENOENT);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* "web" twice and an image really named "web~5": every name unique. */
+static void test_by_name_collisions(void)
+{
+	struct fake_api *api = fake_new();
+	struct fsops *fs;
+	uint64_t kr, dir = 0, link = 0;
+	char target[32];
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 5, "web");
+	put(api, "KR", 6, "web");
+	put(api, "KR", 7, "web~5");
+	put(api, "KR", 8, "web~5~7");
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(check_by_name(fs, api, kr) == 4);
+	CHECK(ff_lookup(fs, kr, ".by-name", &dir, NULL) == 0);
+	CHECK(ff_lookup(fs, dir, "web~5", &link, NULL) == 0);
+	CHECK(ff_readlink(fs, link, target, sizeof(target)) == 0);
+	CHECK_STR(target, "../5");
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* Shared names of 255 bytes, non-ASCII, cut at a character boundary. */
+static void test_by_name_long_names(void)
+{
+	struct fake_api *api = fake_new();
+	char name[256] = "";
+	struct fsops *fs;
+	uint64_t kr;
+
+	while (strlen(name) + 3 <= 255)
+		strcat(name, "\xea\xb0\x80"); /* U+AC00, three bytes */
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1000; no < 1010; no++)
+		put(api, "KR", no, name);
+	put(api, "KR", 2000, "\xed\x95\x9c\xea\xb8\x80 image");
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(check_by_name(fs, api, kr) == 11);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+struct lookup_arg {
+	struct fsops *fs;
+	uint64_t region;
+	const char *name;
+	int err;
+	uint64_t ino;
+};
+
+static void *lookup_thread(void *p)
+{
+	struct lookup_arg *a = p;
+
+	a->err = ff_lookup(a->fs, a->region, a->name, &a->ino, NULL);
+	return NULL;
+}
+
+/* A reader waiting for another's fetch of an image while a big listing
+ * lands (the slot table grows meanwhile): it gets the answer, once. */
+static void test_flight_across_growth(void)
+{
+	struct fake_api *api = fake_new();
+	struct lookup_arg a, b;
+	pthread_t ta, tb;
+	struct ff_dirent *d;
+	struct cache_stats st;
+	struct fsops *fs;
+	uint64_t kr;
+	size_t n;
+
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1; no <= 5000; no++)
+		put(api, "KR", 10000 + no, "many");
+	put(api, "KR", 7, "late");
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	fake_gate(api, FAKE_DETAIL, 1);
+	a = (struct lookup_arg){ fs, kr, "7", -1, 0 };
+	b = a;
+	pthread_create(&ta, NULL, lookup_thread, &a);
+	fake_wait_gated(api, FAKE_DETAIL, 1);
+	pthread_create(&tb, NULL, lookup_thread, &b);
+	do {
+		cache_get_stats(fsops_cache(fs), &st);
+	} while (st.coalesced < 1); /* b waits on a's flight */
+	CHECK(ff_readdir_all(fs, kr, 65536, 1, &d, &n) == 0);
+	CHECK(n == 5001 + 2);
+	free(d);
+	fake_gate(api, FAKE_DETAIL, 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	CHECK(a.err == 0 && b.err == 0 && a.ino == b.ino);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 1);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* Inode numbers: no node of the largest tree takes a reserved number. */
+static void test_inode_layout(void)
+{
+	struct ino_parts p;
+
+	CHECK(TREE_MAX_NODES - 1 < NODE_LINK);
+	p = ino_split(ino_image(SLOT_MAX - 1, 65535, TREE_MAX_NODES - 1));
+	CHECK(p.kind == INO_K_NODE && p.slot == SLOT_MAX - 1 && p.gen == 65535);
+	CHECK(ino_split(ino_image(3, 1, NODE_LINK)).kind == INO_K_LINK);
+	CHECK(ino_split(ino_image(3, 1, NODE_JSON)).kind == INO_K_JSON);
+	CHECK(ino_split(ino_region(MAX_REGIONS - 1)).kind == INO_K_REGION);
+	CHECK(ino_split(ino_byname(MAX_REGIONS - 1)).kind == INO_K_BYNAME);
+	CHECK(ino_split(INO_REGION + MAX_REGIONS).kind == INO_K_NONE);
+	CHECK(ino_split(INO_STATS).kind == INO_K_STATS);
+	CHECK(ino_split(3).kind == INO_K_NONE);
+}
+
+/* A tree with the most nodes allowed builds, one more does not. */
+static void test_tree_limit(void)
+{
+	json_t *o = json_object(), *arr = json_array();
+	char err[128];
+	struct tree *t;
+
+	/* node 0, the array, and its elements */
+	for (uint32_t i = 0; i < TREE_MAX_NODES - 2; i++)
+		json_array_append_new(arr, json_integer(i));
+	json_object_set_new(o, "a", arr);
+	t = tree_build(o, NULL, err, sizeof(err));
+	CHECK(t && tree_count(t) == TREE_MAX_NODES);
+	tree_unref(t);
+	json_array_append_new(arr, json_integer(0));
+	t = tree_build(o, NULL, err, sizeof(err));
+	CHECK(t == NULL);
+	json_decref(o);
+}
+
+/* A gateway that caps pages below pageSize: the listing goes on while
+ * totalRows says more remain; an empty page ends a lying total. */
+static void test_capped_pages(void)
+{
+	struct fake_api *api = fake_new();
+	struct ff_dirent *d;
+	struct fsops *fs;
+	uint64_t kr;
+	size_t n;
+
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1; no <= 250; no++)
+		put(api, "KR", no, "img");
+	fake_pages(api, 100, 0, 0);
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
+	CHECK(n == 252);
+	CHECK(fake_calls(api, FAKE_LIST) == 3);
+	free(d);
+	fsops_free(fs);
+
+	fake_pages(api, 100, 0, 1000000); /* totalRows lies */
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
+	CHECK(n == 252);
+	CHECK(fake_calls(api, FAKE_LIST) == 3 + 4); /* three pages and an empty one */
+	free(d);
+	fsops_free(fs);
+
+	/* a row shifting onto the next page is neither lost nor listed twice */
+	fake_pages(api, 100, 1, 0);
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
+	CHECK(n == 252);
+	for (size_t i = 0; i + 1 < n; i++) {
+		for (size_t j = i + 1; j < n; j++)
+			CHECK(strcmp(d[i].name, d[j].name) != 0);
+	}
+	free(d);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* A detail answer about another image is an error, not data. */
+static void test_wrong_detail(void)
+{
+	struct fake_api *api = fake_new();
+	struct fsops *fs;
+	uint64_t kr;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "one");
+	put(api, "KR", 2, "two");
+	fake_wrong_detail(api, 2);
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == -EIO);
+	fake_wrong_detail(api, 0);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* With ttl=0, a directory read in small chunks costs one listing, and a
+ * listing that changes between chunks neither skips nor repeats. */
+static void test_readdir_chunks(void)
+{
+	struct fake_api *api = fake_new();
+	struct ff_dirent chunk[64], all[2000];
+	struct fsops *fs;
+	size_t total = 0, n;
+	int64_t off = 0;
+	uint64_t kr;
+
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1; no <= 1001; no++)
+		put(api, "KR", no, "img");
+	fs = mount_fake(api, 0, 0, 0);
+	kr = region_ino_of(fs, "KR");
+	for (int round = 0;; round++) {
+		CHECK(ff_readdir(fs, kr, 1024, off, 0, chunk, 64, &n) == 0);
+		if (n == 0)
+			break;
+		memcpy(all + total, chunk, n * sizeof(*chunk));
+		total += n;
+		off = chunk[n - 1].off;
+		if (round == 3) {
+			/* the account changes between two chunks */
+			fake_delete(api, "KR", 500);
+			put(api, "KR", 5000, "new");
+		}
+	}
+	CHECK(fake_calls(api, FAKE_LIST) == 2); /* 1,001 images: two pages, once */
+	CHECK(total >= 1001 + 2);
+	for (size_t i = 0; i < total; i++) {
+		for (size_t j = i + 1; j < total; j++)
+			CHECK(strcmp(all[i].name, all[j].name) != 0);
+	}
+	/* every image there throughout was listed */
+	for (uint64_t no = 1; no <= 1001; no++) {
+		char name[24];
+		int found = 0;
+
+		if (no == 500)
+			continue;
+		snprintf(name, sizeof(name), "%" PRIu64, no);
+		for (size_t i = 0; i < total && !found; i++)
+			found = !strcmp(all[i].name, name);
+		CHECK(found);
+	}
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* Missing numbers, deleted images and old data are given back. */
+static void test_reclaim(void)
+{
+	struct fake_api *api = fake_new();
+	struct cache_stats st;
+	struct fsops *fs;
+	struct ff_dirent *d;
+	uint64_t kr, ino = 0;
+	char name[24];
+	size_t n;
+
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1; no <= 100; no++)
+		put(api, "KR", no, "img");
+	fs = mount_fake(api, 10, 5, 30);
+	kr = region_ino_of(fs, "KR");
+	for (int i = 0; i < 10000; i++) {
+		snprintf(name, sizeof(name), "%d", 100000 + i);
+		CHECK(ff_lookup(fs, kr, name, NULL, NULL) == -ENOENT);
+	}
+	cache_get_stats(fsops_cache(fs), &st);
+	CHECK(st.images == 10000);
+	fake_advance(api, 6); /* past negative_ttl */
+	CHECK(cache_reclaim(fsops_cache(fs)) == 10000);
+	cache_get_stats(fsops_cache(fs), &st);
+	CHECK(st.images == 0 && st.bytes == 0);
+
+	/* a listing, then half the images deleted */
+	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0 && n == 102);
+	free(d);
+	CHECK(ff_lookup(fs, kr, "1", &ino, NULL) == 0);
+	for (uint64_t no = 51; no <= 100; no++)
+		fake_delete(api, "KR", no);
+	fake_advance(api, 11);
+	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0 && n == 52);
+	free(d);
+	CHECK(cache_reclaim(fsops_cache(fs)) == 50);
+	cache_get_stats(fsops_cache(fs), &st);
+	CHECK(st.images == 50);
+	/* an inode of a listed image still answers; one of a freed slot is stale */
+	CHECK(ff_getattr(fs, ino, NULL) == 0);
+	/* everything past ttl + stale goes, listing and all */
+	fake_advance(api, 41);
+	CHECK(cache_reclaim(fsops_cache(fs)) == 50);
+	cache_get_stats(fsops_cache(fs), &st);
+	CHECK(st.images == 0 && st.bytes == 0);
+	CHECK(ff_getattr(fs, ino, NULL) == -ESTALE);
+	/* and a slot given to another image never answers for the old one */
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == 0);
+	CHECK(ff_getattr(fs, ino, NULL) == -ESTALE);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+struct drop_arg {
+	struct fsops *fs;
+	uint64_t kr;
+	int err;
+};
+
+static void *lookup_one(void *p)
+{
+	struct drop_arg *a = p;
+
+	a->err = ff_lookup(a->fs, a->kr, "1", NULL, NULL);
+	return NULL;
+}
+
+/* A fetch in flight when every cache is dropped does not count as fresh. */
+static void test_drop_during_fetch(void)
+{
+	struct fake_api *api = fake_new();
+	struct drop_arg a;
+	struct fsops *fs;
+	pthread_t t;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "one");
+	fs = mount_fake(api, 60, 5, 0);
+	a = (struct drop_arg){ fs, region_ino_of(fs, "KR"), -1 };
+	fake_gate(api, FAKE_DETAIL, 1);
+	pthread_create(&t, NULL, lookup_one, &a);
+	fake_wait_gated(api, FAKE_DETAIL, 1);
+	cache_drop_all(fsops_cache(fs));
+	fake_gate(api, FAKE_DETAIL, 0);
+	pthread_join(t, NULL);
+	CHECK(a.err == 0);
+	CHECK(ff_lookup(fs, a.kr, "1", NULL, NULL) == 0);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	CHECK(ff_lookup(fs, a.kr, "1", NULL, NULL) == 0);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* Eight readers of one image: one fetch. */
+static void test_single_flight(void)
+{
+	struct fake_api *api = fake_new();
+	struct lookup_arg a[8];
+	pthread_t t[8];
+	struct fsops *fs;
+	uint64_t kr;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 3135, "ubuntu");
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	fake_gate(api, FAKE_DETAIL, 1);
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct lookup_arg){ fs, kr, "3135", -1, 0 };
+		pthread_create(&t[i], NULL, lookup_thread, &a[i]);
+	}
+	fake_wait_gated(api, FAKE_DETAIL, 1);
+	fake_gate(api, FAKE_DETAIL, 0);
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		CHECK(a[i].err == 0 && a[i].ino == a[0].ino);
+	}
+	CHECK(fake_calls(api, FAKE_DETAIL) == 1);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* TTL, negative TTL and stale-if-error on the fake clock. */
+static void test_ttl_and_stale(void)
+{
+	struct fake_api *api = fake_new();
+	struct fsops *fs;
+	uint64_t kr, ino1 = 0, ino2 = 0;
+	char *json;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "one");
+	fs = mount_fake(api, 10, 3, 100);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_lookup(fs, kr, "1", &ino1, NULL) == 0);
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == -ENOENT);
+	fake_advance(api, 2);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == -ENOENT);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2); /* both still fresh */
+	fake_advance(api, 2);
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == -ENOENT);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 3); /* past negative_ttl */
+	/* a changed image comes under a new inode; the old one still reads */
+	json = fake_image_json(1, "one", "ROCKY", 2);
+	fake_put(api, "KR", 1, json);
+	free(json);
+	fake_advance(api, 7);
+	CHECK(ff_lookup(fs, kr, "1", &ino2, NULL) == 0);
+	CHECK(ino2 != ino1);
+	CHECK(ff_getattr(fs, ino1, NULL) == 0);
+	/* past ttl, the API failing: the last good answer stands in */
+	fake_advance(api, 11);
+	fake_fail(api, FAKE_DETAIL, 1000, NCP_ERR_IO);
+	fake_fail(api, FAKE_REGIONS, 1000, NCP_ERR_IO);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	fake_advance(api, 120);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == -EIO);
+	fake_fail(api, FAKE_DETAIL, 0, NCP_ERR_IO);
+	fake_fail(api, FAKE_REGIONS, 0, NCP_ERR_IO);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+int main(void)
+{
+	test_inode_layout();
+	test_tree_limit();
+	test_by_name_shared_names();
+	test_by_name_collisions();
+	test_by_name_long_names();
+	test_flight_across_growth();
+	test_capped_pages();
+	test_wrong_detail();
+	test_readdir_chunks();
+	test_reclaim();
+	test_drop_during_fetch();
+	test_single_flight();
+	test_ttl_and_stale();
+	return TEST_REPORT();
+}
