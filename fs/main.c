@@ -428,9 +428,10 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 	ret = ret < 0 ? 1 : 0;
 	log_msg(LOG_LVL_INFO, "unmounting %s", co->mountpoint);
 out_stop:
+	/* The notifier first: a SIGHUP being handled waits for it to drain. */
+	fsops_stop(fs);
 	if (hup_running)
 		hup_stop(hup);
-	fsops_stop(fs);
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:

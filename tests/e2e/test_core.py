@@ -2,14 +2,20 @@
 cost one listing, memory that comes back, and caches dropped while a fetch is on its way."""
 
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 
+import emu
 import pytest
 from expect import read
 
 DETAIL, LIST, REGIONS = "getServerImageDetail", "getServerImageList", "getRegionList"
+# Sanitizers' allocators keep freed memory: RSS tells nothing there.
+SANITIZED = bool(re.search(r"(?:^|\s)SANITIZE=\S", os.environ.get("MAKEFLAGS", ""))
+                 or os.environ.get("SANITIZE"))
 
 
 def calls(emulator):
@@ -112,7 +118,8 @@ def test_deleted_images_give_their_memory_back(emulator, mount):
     assert stats(m)["cache_images"] == 0
     assert stats(m)["cache_reclaimed"] >= total
     after = rss_kib(m.proc.pid)
-    assert after - base < (peak - base) / 2, (base, peak, after)
+    if not SANITIZED:
+        assert after - base < (peak - base) / 2, (base, peak, after)
 
 
 def test_missing_numbers_are_reclaimed(emulator, mount):
@@ -157,3 +164,33 @@ def test_sighup_during_a_fetch_leaves_it_unfresh(emulator, mount):
     assert calls(emulator)[DETAIL] == 2
     assert read(path) == "UBUNTU\n"
     assert calls(emulator)[DETAIL] == 2
+
+
+def test_unmount_finishes_with_lookups_queued(emulator, mount):
+    """SIGTERM while the kernel holds lookups nobody will answer and a SIGHUP's notes
+    wait behind them: the daemon still exits, and the mount goes."""
+    m = mount("max_threads=2", "ttl=60")
+    region = m.path / "KR"
+    os.listdir(region)
+    emulator.latency(3, DETAIL)
+    for i in range(12):
+        threading.Thread(target=os.path.exists, args=(region / str(800000 + i),),
+                         daemon=True).start()
+    time.sleep(1)  # let the lookups reach the kernel's queue (ordering, not a timing check)
+    m.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    m.proc.send_signal(signal.SIGTERM)
+    try:
+        code = m.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        # A forced unmount ends the connection, so nothing is left stuck behind.
+        subprocess.run(["umount", "-f", "-l", str(m.path)], check=False)
+        m.proc.kill()
+        pytest.fail("the daemon did not exit:\n" + m.log())
+    assert code == 0, m.log()
+    assert "ending the connection" in m.log()  # the case this test is about happened
+    m.allow_log(r"fusermount3?: .*|umount")
+    deadline = time.monotonic() + 10
+    while emu.mountinfo_has(m.path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not emu.mountinfo_has(m.path)

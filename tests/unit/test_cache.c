@@ -534,6 +534,96 @@ static void test_ttl_and_stale(void)
 	fake_free(api);
 }
 
+/* Reads a field of image no: the value without its newline, malloc'd. */
+static char *field(struct fsops *fs, uint64_t region, const char *no, const char *name)
+{
+	uint64_t img = 0, node = 0;
+	char *data = NULL;
+	size_t len = 0;
+
+	if (ff_lookup(fs, region, no, &img, NULL) || ff_lookup(fs, img, name, &node, NULL) ||
+	    ff_read(fs, node, 0, 4096, &data, &len))
+		return NULL;
+	if (len)
+		data[len - 1] = '\0';
+	return data;
+}
+
+static int listed(struct fsops *fs, uint64_t dir, const char *name)
+{
+	struct ff_dirent *d;
+	size_t n;
+	int found = 0;
+
+	if (ff_readdir_all(fs, dir, 4096, 0, &d, &n) != 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		found += !strcmp(d[i].name, name);
+	free(d);
+	return found;
+}
+
+/* What a change in the account looks like on the fake clock: nothing
+ * within the ttl, everything after it. */
+static void test_changes_after_ttl(void)
+{
+	struct fake_api *api = fake_new();
+	struct fsops *fs;
+	uint64_t kr, dir = 0, ino1 = 0, ino2 = 0;
+	char *v, *json;
+	unsigned list;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "one");
+	put(api, "KR", 2, "two");
+	fs = mount_fake(api, 10, 3, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(listed(fs, kr, "1") == 1 && listed(fs, kr, "3") == 0);
+	CHECK(ff_lookup(fs, kr, ".by-name", &dir, NULL) == 0);
+	CHECK(ff_lookup(fs, dir, "one", NULL, NULL) == 0);
+	CHECK(ff_lookup(fs, kr, "3", NULL, NULL) == -ENOENT);
+	CHECK(ff_lookup(fs, kr, "2", &ino1, NULL) == 0);
+	list = fake_calls(api, FAKE_LIST);
+	/* renamed, deleted, created, and changed by one letter */
+	put(api, "KR", 1, "uno");
+	fake_delete(api, "KR", 2);
+	put(api, "KR", 3, "three");
+	json = fake_image_json(4, "four", "ROCKY", 1);
+	fake_put(api, "KR", 4, json);
+	free(json);
+	fake_advance(api, 9);
+	v = field(fs, kr, "1", "serverImageName");
+	CHECK_STR(v, "one");
+	free(v);
+	CHECK(listed(fs, kr, "2") == 1 && listed(fs, kr, "3") == 0);
+	CHECK(fake_calls(api, FAKE_LIST) == list);
+	fake_advance(api, 2);
+	CHECK(listed(fs, kr, "2") == 0 && listed(fs, kr, "3") == 1 && listed(fs, kr, "4") == 1);
+	CHECK(fake_calls(api, FAKE_LIST) == list + 1);
+	v = field(fs, kr, "1", "serverImageName");
+	CHECK_STR(v, "uno");
+	free(v);
+	CHECK(ff_lookup(fs, dir, "one", NULL, NULL) == -ENOENT);
+	CHECK(ff_lookup(fs, dir, "uno", NULL, NULL) == 0);
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == -ENOENT);
+	CHECK(ff_getattr(fs, ino1, NULL) == -ESTALE || ff_getattr(fs, ino1, NULL) == 0);
+	/* the negative entry for 3 ended with the listing that has it */
+	CHECK(ff_lookup(fs, kr, "3", &ino2, NULL) == 0);
+	/* same length, other letters: a new inode, the new content */
+	json = fake_image_json(4, "four", "UBUNT", 2);
+	fake_put(api, "KR", 4, json);
+	free(json);
+	CHECK(ff_lookup(fs, kr, "4", &ino1, NULL) == 0);
+	fake_advance(api, 11);
+	CHECK(ff_lookup(fs, kr, "4", &ino2, NULL) == 0);
+	CHECK(ino1 != ino2);
+	v = field(fs, kr, "4", "osType");
+	CHECK_STR(v, "UBUNT");
+	free(v);
+	fsops_free(fs);
+	fake_free(api);
+}
+
 int main(void)
 {
 	test_inode_layout();
@@ -549,5 +639,6 @@ int main(void)
 	test_drop_during_fetch();
 	test_single_flight();
 	test_ttl_and_stale();
+	test_changes_after_ttl();
 	return TEST_REPORT();
 }
