@@ -1310,6 +1310,7 @@ static void abort_connection(struct fsops *fs)
 void fsops_stop(struct fsops *fs)
 {
 	double deadline;
+	int done;
 
 	if (!fs->running)
 		return;
@@ -1323,8 +1324,9 @@ void fsops_stop(struct fsops *fs)
 	deadline = now_mono() + STOP_WAIT_S;
 	while (!fs->done && now_mono() < deadline)
 		timed_wait(&fs->drained, &fs->lock, deadline - now_mono());
+	done = fs->done;
 	pthread_mutex_unlock(&fs->lock);
-	if (!fs->done) {
+	if (!done) {
 		log_msg(LOG_LVL_INFO, "the kernel holds a notification; ending the connection");
 		abort_connection(fs);
 	}
