@@ -357,8 +357,9 @@ static void *hup_thread(void *arg)
 	while (read(hup_pipe[0], &c, 1) == 1) {
 		if (log_reopen() < 0)
 			log_msg(LOG_LVL_ERROR, "cannot reopen the log file: %s", strerror(errno));
-		log_msg(LOG_LVL_INFO, "SIGHUP: dropped every cache, reopened the log");
 		fsops_drop_caches(arg);
+		/* After the drop: the line says it has happened. */
+		log_msg(LOG_LVL_INFO, "SIGHUP: dropped every cache, reopened the log");
 	}
 	return NULL;
 }
