@@ -522,16 +522,13 @@ static int64_t slot_of(struct cache *c, uint32_t region, uint64_t no)
 }
 
 /* With c->lock held: gives a slot back. Its generation moves on by two, so
- * that no inode of the image it held can name the next one. */
+ * that no inode of the image it held can name the next one. The kernel
+ * needs no word of it: a slot goes only once its answer has expired (and
+ * the kernel's copies with it) or was already reported as changed. */
 static void slot_free(struct cache *c, uint32_t idx)
 {
 	struct slot *s = slot_at(c, idx);
-	char no[24];
 
-	if (s->state == SLOT_OK) {
-		slot_name(s, no, sizeof(no));
-		c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
-	}
 	hash_remove(c, idx);
 	if (s->tree)
 		c->tree_bytes -= tree_bytes(s->tree);
