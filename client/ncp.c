@@ -819,9 +819,17 @@ oom:
 	return -1;
 }
 
-/* One signed GET. Returns 0 when an HTTP answer arrived (any status). */
-static int perform(struct ncp_client *c, const char *url, const char *uri, struct body *b,
-		   long *status, double *retry_after, struct ncp_error *err)
+/* How one try ended, as decided where it failed: the retry decision is
+ * made from this, never from the text of the message. */
+enum outcome {
+	ANSWERED,  /* an HTTP answer arrived (any status) */
+	TRANSPORT, /* no answer: reset, timeout, refused, TLS; worth another try */
+	LOCAL,	   /* our own limit or failure (body cap, out of memory): final */
+};
+
+/* One signed GET. */
+static enum outcome perform(struct ncp_client *c, const char *url, const char *uri, struct body *b,
+			    long *status, double *retry_after, struct ncp_error *err)
 {
 	curl_off_t after = -1;
 
@@ -832,7 +840,7 @@ static int perform(struct ncp_client *c, const char *url, const char *uri, struc
 	struct timespec now;
 	long nconn = 0;
 	CURLcode rc = CURLE_OK;
-	int ret = -1;
+	enum outcome ret = LOCAL;
 
 	*status = 0;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -877,13 +885,17 @@ static int perform(struct ncp_client *c, const char *url, const char *uri, struc
 		err_set(err, NCP_ERR_IO, "response body exceeds 16 MiB");
 	else if (b->oom)
 		err_set(err, NCP_ERR_IO, "out of memory reading the response");
-	else if (rc != CURLE_OK && p->errbuf[0])
-		err_set(err, NCP_ERR_IO, "%s: %s (%s)", c->authority, curl_easy_strerror(rc),
-			p->errbuf);
-	else if (rc != CURLE_OK)
+	else if (rc == CURLE_OUT_OF_MEMORY)
 		err_set(err, NCP_ERR_IO, "%s: %s", c->authority, curl_easy_strerror(rc));
-	else
-		ret = 0;
+	else if (rc != CURLE_OK) {
+		if (p->errbuf[0])
+			err_set(err, NCP_ERR_IO, "%s: %s (%s)", c->authority,
+				curl_easy_strerror(rc), p->errbuf);
+		else
+			err_set(err, NCP_ERR_IO, "%s: %s", c->authority, curl_easy_strerror(rc));
+		ret = TRANSPORT;
+	} else
+		ret = ANSWERED;
 	/* No dangling pointers left in an idle handle; p->errbuf is not ours
 	 * once it is back in the pool. */
 	curl_easy_setopt(p->h, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
@@ -895,12 +907,11 @@ out:
 }
 
 /* Worth another try: no answer at all (reset, timeout, refused), 429 or 5xx. */
-static int retryable(int answered, long status, const struct ncp_error *err)
+static int retryable(enum outcome how, long status)
 {
-	if (!answered)
-		return strstr(err->message, "exceeds 16 MiB") == NULL &&
-		       strstr(err->message, "out of memory") == NULL;
-	return status == 429 || status >= 500;
+	if (how == ANSWERED)
+		return status == 429 || status >= 500;
+	return how == TRANSPORT;
 }
 
 /* Sleeps before try number attempt + 1: exponential from 250 ms, capped at
@@ -931,7 +942,8 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 	double retry_after;
 	long status = 0;
 	size_t bytes = 0;
-	int rc = -1, answered = 0, attempt = 0;
+	enum outcome how = LOCAL;
+	int rc = -1, attempt = 0;
 
 	*payload = NULL;
 	*shape = SHAPE_NONE;
@@ -947,19 +959,19 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		free(b.data);
 		memset(&b, 0, sizeof(b));
 		err_clear(err, 0);
-		answered = perform(c, url, uri, &b, &status, &retry_after, err) == 0;
+		how = perform(c, url, uri, &b, &status, &retry_after, err);
 		bytes += b.len;
-		if (answered) {
+		if (how == ANSWERED) {
 			rc = decode(action, status, b.data, b.len, payload, err, shape);
 			if (rc == 0)
 				break;
 		}
-		if (attempt >= c->retries || !retryable(answered, status, err))
+		if (attempt >= c->retries || !retryable(how, status))
 			break;
 		backoff(c, attempt, retry_after);
 	}
 	err->attempts = attempt + 1;
-	count_call(c, action, answered, status, rc == 0, attempt + 1, bytes);
+	count_call(c, action, how == ANSWERED, status, rc == 0, attempt + 1, bytes);
 out:
 	free(b.data);
 	free(uri);
