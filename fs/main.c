@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "creds.h"
@@ -488,6 +489,12 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "ncloudfs: cannot open log file %s: %s\n", o.log, strerror(errno));
 		goto out;
 	}
+	/* Like ssh-agent: once the secret is in memory, no core dump holds it
+	 * and no process of the same user can read or trace this one (root can).
+	 * With -d (debugging) the process stays dumpable; README says how to
+	 * get a core. */
+	if (!co.debug && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		log_msg(LOG_LVL_WARNING, "cannot make the process non-dumpable: %s", strerror(errno));
 	if (creds_load(&cr, o.config, o.profile, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
 		goto out;

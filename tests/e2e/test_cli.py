@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -333,3 +334,35 @@ def test_allow_other_shows_in_mountinfo(emulator, mount):
     assert "allow_other" in super_opts
     assert "ro" in opts
     assert_works(m)
+
+
+# --- hardening ---------------------------------------------------------------------
+
+NO_PTRACE = ["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace"]
+
+
+def open_memory_without_ptrace(pid):
+    """Open /proc/PID/mem as root without CAP_SYS_PTRACE: (exit code, stderr)."""
+    r = subprocess.run([*NO_PTRACE, sys.executable, "-c",
+                        "open('/proc/%d/mem', 'rb').close()" % pid],
+                       capture_output=True, text=True, timeout=10)
+    return r.returncode, r.stderr
+
+
+def test_daemon_is_not_dumpable(emulator, mount, tmp_path, monkeypatch):
+    """Holding the secret, the daemon is non-dumpable: a process of the same user and the
+    same capabilities cannot open its memory. With -d it stays dumpable."""
+    # The daemon runs without CAP_SYS_PTRACE too, so that only dumpability decides.
+    wrapper = tmp_path / "ncloudfs-no-ptrace"
+    wrapper.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" % (" ".join(NO_PTRACE), emu.DAEMON))
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(emu, "DAEMON", wrapper)
+    m = mount()
+    code, err = open_memory_without_ptrace(m.proc.pid)
+    assert code != 0 and "Permission denied" in err, (code, err)
+    assert_works(m)
+    # The check above can fail: a dumpable daemon's memory opens.
+    d = mount("-d")
+    code, err = open_memory_without_ptrace(d.proc.pid)
+    assert code == 0, err
+    assert d.unmount() == 0
