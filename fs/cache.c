@@ -57,6 +57,7 @@ struct slot {
 };
 
 struct name_entry {
+	uint64_t no;   /* the image's number: the order of a directory read */
 	uint32_t name; /* offset in pool */
 	uint32_t slot;
 };
@@ -67,7 +68,7 @@ struct cache_names {
 	struct cache_ids *from; /* the listing these were made of (a reference) */
 	uint32_t made;		/* the region's changes then: names change with the data */
 	struct name_entry *entries;
-	uint32_t *by_slot; /* entry indices in slot order */
+	uint32_t *by_no; /* entry indices in image number order */
 	char *pool;
 };
 
@@ -213,13 +214,6 @@ struct cache_source cache_source_ncp(struct ncp_client *client)
 
 /* ---- id lists ---- */
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* A new list of up to n ids; the caller fills ids and calls ids_seal. */
 static struct cache_ids *ids_new(struct cache *c, uint32_t n, int slots)
 {
@@ -228,6 +222,11 @@ static struct cache_ids *ids_new(struct cache *c, uint32_t n, int slots)
 	ids = malloc(sizeof(*ids) + 2 * (size_t)n * sizeof(uint32_t));
 	if (!ids)
 		return NULL;
+	ids->keys = malloc((n ? n : 1) * sizeof(uint64_t));
+	if (!ids->keys) {
+		free(ids);
+		return NULL;
+	}
 	ids->refs = 1;
 	ids->n = 0;
 	ids->sorted = ids->ids + n;
@@ -240,10 +239,31 @@ static struct cache_ids *ids_new(struct cache *c, uint32_t n, int slots)
 	return ids;
 }
 
-static void ids_seal(struct cache_ids *ids)
+static uint64_t id_key(struct cache *c, const struct cache_ids *ids, uint32_t id)
 {
+	return ids->slots ? slot_at(c, id)->no : id;
+}
+
+static int by_key(const void *a, const void *b, void *arg)
+{
+	struct cache *c = ((void **)arg)[0];
+	const struct cache_ids *ids = ((void **)arg)[1];
+	uint64_t x = id_key(c, ids, *(const uint32_t *)a), y = id_key(c, ids, *(const uint32_t *)b);
+
+	return x < y ? -1 : x > y;
+}
+
+/* Orders the ids by key. Keys are image numbers (or region ids), not slots:
+ * a slot may be reclaimed and its image come back under another, and a
+ * directory read in several calls must still never repeat or skip one. */
+static void ids_seal(struct cache *c, struct cache_ids *ids)
+{
+	void *arg[2] = { c, ids };
+
 	memcpy(ids->sorted, ids->ids, ids->n * sizeof(uint32_t));
-	qsort(ids->sorted, ids->n, sizeof(uint32_t), cmp_u32);
+	qsort_r(ids->sorted, ids->n, sizeof(uint32_t), by_key, arg);
+	for (uint32_t k = 0; k < ids->n; k++)
+		ids->keys[k] = id_key(c, ids, ids->sorted[k]);
 }
 
 /* References are taken and dropped under c->lock. */
@@ -262,6 +282,7 @@ static void ids_unref_locked(struct cache *c, struct cache_ids *ids)
 			c->live = ids->next;
 		if (ids->next)
 			ids->next->prev = ids->prev;
+		free(ids->keys);
 		free(ids);
 	}
 }
@@ -271,14 +292,14 @@ static int ids_equal(const struct cache_ids *a, const struct cache_ids *b)
 	return a && b && a->n == b->n && memcmp(a->ids, b->ids, a->n * sizeof(uint32_t)) == 0;
 }
 
-uint32_t cache_ids_from(const struct cache_ids *ids, uint32_t id)
+uint32_t cache_ids_from(const struct cache_ids *ids, uint64_t key)
 {
 	uint32_t lo = 0, hi = ids->n;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 
-		if (ids->sorted[mid] < id)
+		if (ids->keys[mid] < key)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -291,7 +312,7 @@ static void names_unref_locked(struct cache *c, struct cache_names *n)
 	if (n && --n->refs == 0) {
 		ids_unref_locked(c, n->from);
 		free(n->entries);
-		free(n->by_slot);
+		free(n->by_no);
 		free(n->pool);
 		free(n);
 	}
@@ -401,7 +422,7 @@ int cache_valid_image_no(const char *name)
 		if (name[i] < '0' || name[i] > '9')
 			return 0;
 	}
-	return 1;
+	return n < 19 || strtoull(name, NULL, 10) <= CACHE_MAX_IMAGE_NO;
 }
 
 static uint64_t parse_no(const char *s)
@@ -934,7 +955,7 @@ static int install_regions(struct cache *c, json_t *list, double fetched, double
 		if (id >= 0)
 			ids->ids[ids->n++] = (uint32_t)id;
 	}
-	ids_seal(ids);
+	ids_seal(c, ids);
 	c->regions_fr.fetched = fetched;
 	c->regions_fr.good = good;
 	c->regions_fr.warned = 0;
@@ -981,7 +1002,7 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 		rows->trees[i] = NULL;
 		ids->ids[ids->n++] = idx;
 	}
-	ids_seal(ids);
+	ids_seal(c, ids);
 	/* Images no longer listed are gone, or will be asked for again. */
 	for (uint32_t i = 0; r->listing && i < r->listing->n; i++) {
 		struct slot *s = slot_at(c, r->listing->ids[i]);
@@ -1539,10 +1560,10 @@ static int by_entry_name(const void *a, const void *b, void *pool)
 	return strcmp((const char *)pool + x->name, (const char *)pool + y->name);
 }
 
-static int by_entry_slot(const void *a, const void *b, void *entries)
+static int by_entry_no(const void *a, const void *b, void *entries)
 {
 	const struct name_entry *e = entries;
-	uint32_t x = e[*(const uint32_t *)a].slot, y = e[*(const uint32_t *)b].slot;
+	uint64_t x = e[*(const uint32_t *)a].no, y = e[*(const uint32_t *)b].no;
 
 	return x < y ? -1 : x > y;
 }
@@ -1617,8 +1638,8 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 	n->n = count;
 	n->made = made;
 	n->entries = calloc(count ? count : 1, sizeof(*n->entries));
-	n->by_slot = calloc(count ? count : 1, sizeof(*n->by_slot));
-	if (!n->entries || !n->by_slot)
+	n->by_no = calloc(count ? count : 1, sizeof(*n->by_no));
+	if (!n->entries || !n->by_no)
 		goto out;
 	for (uint32_t i = 0; i < count; i++) {
 		const char *name = p.buf + w[i].name;
@@ -1628,12 +1649,13 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 			goto out;
 		n->entries[i].name = (uint32_t)at;
 		n->entries[i].slot = w[i].slot;
-		n->by_slot[i] = i;
+		n->entries[i].no = slot_at(c, w[i].slot)->no;
+		n->by_no[i] = i;
 	}
 	n->pool = final.buf;
 	final.buf = NULL;
 	qsort_r(n->entries, count, sizeof(*n->entries), by_entry_name, n->pool);
-	qsort_r(n->by_slot, count, sizeof(*n->by_slot), by_entry_slot, n->entries);
+	qsort_r(n->by_no, count, sizeof(*n->by_no), by_entry_no, n->entries);
 	n->from = ids_ref(listing);
 	*out = n;
 	n = NULL;
@@ -1641,7 +1663,7 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 out:
 	if (n) {
 		free(n->entries);
-		free(n->by_slot);
+		free(n->by_no);
 		free(n->pool);
 		free(n);
 	}
@@ -1695,19 +1717,20 @@ uint32_t cache_names_slot(const struct cache_names *n, uint32_t i)
 	return n->entries[i].slot;
 }
 
-uint32_t cache_names_by_slot(const struct cache_names *n, uint32_t k)
+uint32_t cache_names_by_no(const struct cache_names *n, uint32_t k, uint64_t *no)
 {
-	return n->by_slot[k];
+	*no = n->entries[n->by_no[k]].no;
+	return n->by_no[k];
 }
 
-uint32_t cache_names_from(const struct cache_names *n, uint32_t slot)
+uint32_t cache_names_from(const struct cache_names *n, uint64_t no)
 {
 	uint32_t lo = 0, hi = n->n;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 
-		if (n->entries[n->by_slot[mid]].slot < slot)
+		if (n->entries[n->by_no[mid]].no < no)
 			lo = mid + 1;
 		else
 			hi = mid;

@@ -54,7 +54,8 @@ typedef void cache_change_fn(void *arg, enum cache_change what, uint32_t region,
 struct cache_ids {
 	unsigned refs;
 	uint32_t n;
-	uint32_t *sorted;
+	uint32_t *sorted;	       /* ids in key order: directory offsets follow keys */
+	uint64_t *keys;		       /* sorted[k]'s key: its image number, or region id */
 	struct cache_ids *next, *prev; /* the cache's own: every live listing */
 	uint8_t slots;		       /* ids are image slots */
 	uint32_t ids[];
@@ -110,8 +111,9 @@ int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids *
 int cache_regions_held(struct cache *c, struct cache_ids **out, double *ttl_left);
 /* Drops a reference taken by cache_regions or cache_listing. */
 void cache_ids_unref(struct cache *c, struct cache_ids *ids);
-/* The index in ids->sorted of the first id >= id (ids->n if none). */
-uint32_t cache_ids_from(const struct cache_ids *ids, uint32_t id);
+/* The index in ids->sorted of the first entry whose key is >= key (ids->n
+ * if none). */
+uint32_t cache_ids_from(const struct cache_ids *ids, uint64_t key);
 
 /* Looks an image up by number (canonical decimal only; anything else is
  * -ENOENT without a fetch), fetching if stale. 0 and *img, -ENOENT (with
@@ -140,22 +142,26 @@ void cache_get_stats(struct cache *c, struct cache_stats *out);
  * Every name is unique: a name used by more than one image, or equal to
  * another's "name~<serverImageNo>", becomes "name~<serverImageNo>" (cut to
  * 255 bytes at a character boundary); names that cannot be file names are
- * left out (logged once). Index i runs in name order; cache_names_by_slot
- * gives the same entries in slot order, for directory reads. */
+ * left out (logged once). Index i runs in name order; cache_names_by_no
+ * gives the same entries in image number order, for directory reads. */
 struct cache_names;
 int cache_by_name(struct cache *c, uint32_t region, int held, struct cache_names **out,
 		  double *ttl_left);
 uint32_t cache_names_count(const struct cache_names *n);
 const char *cache_names_name(const struct cache_names *n, uint32_t i);
 uint32_t cache_names_slot(const struct cache_names *n, uint32_t i);
-/* The entry that is k-th in slot order, and the first k whose slot >= slot. */
-uint32_t cache_names_by_slot(const struct cache_names *n, uint32_t k);
-uint32_t cache_names_from(const struct cache_names *n, uint32_t slot);
+/* The entry that is k-th in image number order (its number in *no), and
+ * the first k whose number is >= no. */
+uint32_t cache_names_by_no(const struct cache_names *n, uint32_t k, uint64_t *no);
+uint32_t cache_names_from(const struct cache_names *n, uint64_t no);
 /* Finds name: 0 and its index *i, or -1. */
 int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i);
 void cache_names_unref(struct cache *c, struct cache_names *n);
 
-/* Nonzero when name is a canonical image number: 1-19 digits, no leading 0. */
+/* Nonzero when name is a canonical image number: no leading 0, at most
+ * CACHE_MAX_IMAGE_NO (so that a directory offset, a signed 64-bit number,
+ * can carry it plus 3). */
+#define CACHE_MAX_IMAGE_NO 9223372036854775804ull
 int cache_valid_image_no(const char *name);
 
 #endif

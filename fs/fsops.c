@@ -647,7 +647,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* ---- directories ---- */
 
 /* What one directory read walks: entries in ascending key order, where a
- * key is a region id, an image slot or a child's index. An entry's offset
+ * key is a region id, an image number (in a region and in .by-name; not its
+ * slot, which may be reclaimed and its image come back under another one)
+ * or a child's index. An entry's offset
  * is its key + 3 (0-2 are the start, "." and ".."), and a read at offset off
  * resumes at the first key >= off - 2: a listing that changes between two
  * reads then neither skips nor repeats an entry that is in both. */
@@ -723,35 +725,34 @@ static void view_close(struct fsops *fs, fuse_ino_t ino, struct dirview *v)
 /* The position of the first entry whose key is >= key. */
 static uint32_t view_from(const struct dirview *v, uint64_t key)
 {
-	if (key > UINT32_MAX)
-		return v->count;
 	if (v->ids)
-		return cache_ids_from(v->ids, (uint32_t)key);
+		return cache_ids_from(v->ids, key);
 	if (v->names)
-		return cache_names_from(v->names, (uint32_t)key);
+		return cache_names_from(v->names, key);
 	return key < v->count ? (uint32_t)key : v->count;
 }
 
 /* Entry k: its key, its name (into buf) and its attributes. 0, or -ENOENT
  * for an entry to pass over (an image listed but gone since). */
-static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint32_t *key, char *buf,
+static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint64_t *key, char *buf,
 		      size_t len, struct fuse_entry_param *e)
 {
 	struct cache_image img;
-	uint32_t i, child;
+	uint32_t i, id, child;
 
 	memset(e, 0, sizeof(*e));
 	switch (v->p.kind) {
 	case INO_K_ROOT:
-		*key = v->ids->sorted[k];
-		snprintf(buf, len, "%s", cache_region_code(fs->cache, *key));
-		e->ino = ino_region(*key);
-		dir_attr(fs, e->ino, cache_listing_mtime(fs->cache, *key), 1, &e->attr);
+		id = v->ids->sorted[k];
+		*key = v->ids->keys[k];
+		snprintf(buf, len, "%s", cache_region_code(fs->cache, id));
+		e->ino = ino_region(id);
+		dir_attr(fs, e->ino, cache_listing_mtime(fs->cache, id), 1, &e->attr);
 		set_timeouts(e, v->left);
 		return 0;
 	case INO_K_REGION:
-		*key = v->ids->sorted[k];
-		if (cache_image_get(fs->cache, *key, -1, &img) != 0)
+		*key = v->ids->keys[k];
+		if (cache_image_get(fs->cache, v->ids->sorted[k], -1, &img) != 0)
 			return -ENOENT;
 		snprintf(buf, len, "%s", img.no);
 		node_attr(fs, &img, 0, &e->attr);
@@ -760,10 +761,9 @@ static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint32_t 
 		tree_unref(img.tree);
 		return 0;
 	case INO_K_BYNAME:
-		i = cache_names_by_slot(v->names, k);
-		*key = cache_names_slot(v->names, i);
+		i = cache_names_by_no(v->names, k, key);
 		snprintf(buf, len, "%s", cache_names_name(v->names, i));
-		return link_attr(fs, *key, e);
+		return link_attr(fs, cache_names_slot(v->names, i), e);
 	default:
 		*key = k;
 		child = tree_child(v->img.tree, v->p.node, k);
@@ -802,7 +802,7 @@ static void fill_dir(struct fsops *fs, struct dirview *v, struct dirbuf *d, off_
 {
 	struct fuse_entry_param e;
 	char name[256];
-	uint32_t key;
+	uint64_t key;
 
 	memset(&e, 0, sizeof(e));
 	e.attr = v->self;

@@ -494,7 +494,8 @@ int main(int argc, char *argv[])
 	 * With -d (debugging) the process stays dumpable; README says how to
 	 * get a core. */
 	if (!co.debug && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		log_msg(LOG_LVL_WARNING, "cannot make the process non-dumpable: %s", strerror(errno));
+		log_msg(LOG_LVL_WARNING, "cannot make the process non-dumpable: %s",
+			strerror(errno));
 	if (creds_load(&cr, o.config, o.profile, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
 		goto out;

@@ -318,13 +318,59 @@ static void test_wrong_detail(void)
 
 /* With ttl=0, a directory read in small chunks costs one listing, and a
  * listing that changes between chunks neither skips nor repeats. */
+/* Lists region code whole (so that its images take slots). */
+static void check_listed(struct fsops *fs, const char *code)
+{
+	struct ff_dirent *d = NULL;
+	size_t n = 0;
+	uint64_t ino = 0;
+
+	CHECK(ff_lookup(fs, INO_ROOT, code, &ino, NULL) == 0);
+	CHECK(ff_readdir_all(fs, ino, 4096, 0, &d, &n) == 0);
+	free(d);
+}
+
+/* Reads directory dir in calls of size bytes into all (at most max
+ * entries), calling between(arg, round) after each call; checks that no
+ * name came twice and returns the count. */
+static size_t read_in_chunks(struct fsops *fs, uint64_t dir, size_t size, struct ff_dirent *all,
+			     size_t max, void (*between)(void *, int), void *arg)
+{
+	struct ff_dirent chunk[64];
+	size_t total = 0, n;
+	int64_t off = 0;
+
+	for (int round = 0;; round++) {
+		CHECK(ff_readdir(fs, dir, size, off, 0, chunk, 64, &n) == 0);
+		if (n == 0 || total + n > max)
+			break;
+		memcpy(all + total, chunk, n * sizeof(*chunk));
+		total += n;
+		off = chunk[n - 1].off;
+		between(arg, round);
+	}
+	for (size_t i = 0; i < total; i++) {
+		for (size_t j = i + 1; j < total; j++)
+			CHECK(strcmp(all[i].name, all[j].name) != 0);
+	}
+	return total;
+}
+
+static void change_account(void *arg, int round)
+{
+	if (round == 3) {
+		/* the account changes between two chunks */
+		fake_delete(arg, "KR", 500);
+		put(arg, "KR", 5000, "new");
+	}
+}
+
 static void test_readdir_chunks(void)
 {
 	struct fake_api *api = fake_new();
-	struct ff_dirent chunk[64], all[2000];
+	static struct ff_dirent all[2000];
 	struct fsops *fs;
-	size_t total = 0, n;
-	int64_t off = 0;
+	size_t total;
 	uint64_t kr;
 
 	fake_add_region(api, "KR");
@@ -332,25 +378,9 @@ static void test_readdir_chunks(void)
 		put(api, "KR", no, "img");
 	fs = mount_fake(api, 0, 0, 0);
 	kr = region_ino_of(fs, "KR");
-	for (int round = 0;; round++) {
-		CHECK(ff_readdir(fs, kr, 1024, off, 0, chunk, 64, &n) == 0);
-		if (n == 0)
-			break;
-		memcpy(all + total, chunk, n * sizeof(*chunk));
-		total += n;
-		off = chunk[n - 1].off;
-		if (round == 3) {
-			/* the account changes between two chunks */
-			fake_delete(api, "KR", 500);
-			put(api, "KR", 5000, "new");
-		}
-	}
+	total = read_in_chunks(fs, kr, 1024, all, 2000, change_account, api);
 	CHECK(fake_calls(api, FAKE_LIST) == 2); /* 1,001 images: two pages, once */
 	CHECK(total >= 1001 + 2);
-	for (size_t i = 0; i < total; i++) {
-		for (size_t j = i + 1; j < total; j++)
-			CHECK(strcmp(all[i].name, all[j].name) != 0);
-	}
 	/* every image there throughout was listed */
 	for (uint64_t no = 1; no <= 1001; no++) {
 		char name[24];
@@ -365,6 +395,46 @@ static void test_readdir_chunks(void)
 	}
 	fsops_free(fs);
 	fake_free(api);
+}
+
+struct reclaim_arg {
+	struct fake_api *api;
+	struct fsops *fs;
+};
+
+static void expire_and_reclaim(void *p, int round)
+{
+	struct reclaim_arg *a = p;
+
+	fake_advance(a->api, 2);
+	CHECK(cache_reclaim(fsops_cache(a->fs)) > 0);
+	if (round < 3) {
+		/* another region's listing takes the freed slots first */
+		if (round == 0)
+			fake_add_region(a->api, "JPN");
+		for (uint64_t no = 900 + 3 * (uint64_t)round; no < 903 + 3 * (uint64_t)round; no++)
+			put(a->api, "JPN", no, "other");
+		check_listed(a->fs, "JPN");
+	}
+}
+
+/* A directory read whose images lose their slots between two chunks (their
+ * data expired and reclaimed, the listing fetched again into other slots)
+ * still lists each image once: offsets follow image numbers. */
+static void test_readdir_across_reclaim(void)
+{
+	struct reclaim_arg a = { fake_new(), NULL };
+	struct ff_dirent all[64];
+	uint64_t kr;
+
+	fake_add_region(a.api, "KR");
+	for (uint64_t no = 101; no <= 140; no++)
+		put(a.api, "KR", no, "img");
+	a.fs = mount_fake(a.api, 1, 0, 0);
+	kr = region_ino_of(a.fs, "KR");
+	CHECK(read_in_chunks(a.fs, kr, 200, all, 64, expire_and_reclaim, &a) == 40 + 2);
+	fsops_free(a.fs);
+	fake_free(a.api);
 }
 
 /* Missing numbers, deleted images and old data are given back. */
@@ -635,6 +705,7 @@ int main(void)
 	test_capped_pages();
 	test_wrong_detail();
 	test_readdir_chunks();
+	test_readdir_across_reclaim();
 	test_reclaim();
 	test_drop_during_fetch();
 	test_single_flight();
