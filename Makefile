@@ -26,8 +26,9 @@ FS_SRC := $(filter-out fs/main.c,$(wildcard fs/*.c))
 LIB_OBJ := $(CLIENT_SRC:.c=.o) $(FS_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:.c=)
-# The fake NCP source and the in-process libfuse replies (see tests/unit/).
-UNIT_HELP := tests/unit/fakeapi.o tests/unit/fakefuse.o
+# The fake NCP source, the in-process libfuse replies and the model-based
+# stress test (see tests/unit/).
+UNIT_HELP := tests/unit/fakeapi.o tests/unit/fakefuse.o tests/unit/stress.o
 PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE \
@@ -76,6 +77,18 @@ FUZZ_SRC := $(CLIENT_SRC) fs/tree.c fs/log.c
 fuzz-replay: $(FUZZ_TARGETS:%=tests/fuzz/replay_%)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== replay $$t"; tests/fuzz/replay_$$t tests/fuzz/corpus/$$t; done
+
+# fuzz_ops runs the whole filesystem in-process (tests/unit/stress.c).
+OPS_SRC := $(CLIENT_SRC) $(FS_SRC) tests/unit/fakeapi.c tests/unit/fakefuse.c tests/unit/stress.c
+tests/fuzz/replay_ops: tests/fuzz/fuzz_ops.c tests/fuzz/replay.c $(OPS_SRC) .build-flags \
+		$(wildcard client/*.h fs/*.h tests/unit/*.h)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz_ops.c \
+		tests/fuzz/replay.c $(OPS_SRC) $(LIBS)
+
+tests/fuzz/libfuzzer_ops: tests/fuzz/fuzz_ops.c $(OPS_SRC) $(wildcard client/*.h fs/*.h tests/unit/*.h)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -Iclient -Ifs -Itests/unit $(PKG_CFLAGS) -o $@ \
+		tests/fuzz/fuzz_ops.c $(OPS_SRC) $(LIBS)
 
 tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_SRC) .build-flags \
 		$(wildcard client/*.h fs/*.h)

@@ -1418,14 +1418,18 @@ static int slot_unneeded(struct cache *c, const struct slot *s, uint32_t mark, d
 	}
 }
 
+#define RECLAIM_TRIM_BYTES (1u << 20)
+
 unsigned cache_reclaim(struct cache *c)
 {
 	unsigned freed = 0;
+	uint64_t bytes;
 	uint32_t mark;
 	double now;
 
 	pthread_mutex_lock(&c->lock);
 	now = now_mono(c);
+	bytes = c->tree_bytes;
 	c->stats.scans++;
 	/* Listings past any use are dropped first; their images follow. */
 	for (uint32_t i = 0; i < c->nregion; i++) {
@@ -1451,9 +1455,12 @@ unsigned cache_reclaim(struct cache *c)
 			freed++;
 		}
 	}
+	bytes -= c->tree_bytes;
 	pthread_mutex_unlock(&c->lock);
 #ifdef __GLIBC__
-	if (freed)
+	/* Give the freed pages back to the system; worth its cost (a walk of
+	 * every heap) only when much was freed. */
+	if (bytes >= RECLAIM_TRIM_BYTES)
 		malloc_trim(0);
 #endif
 	return freed;
