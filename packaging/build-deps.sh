@@ -1,11 +1,9 @@
 #!/bin/sh
 # Installs what building, running the demo and testing ncloudfs need, from
-# Debian's packages. Does nothing when everything is already there.
+# Debian's packages (the list: packaging/build-deps.txt). Does nothing when
+# everything is already there.
 set -eu
-PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libjansson-dev
-libssl-dev openssl ca-certificates python3 python3-pytest jq attr tar git man-db groff-base debhelper
-lintian rpm clang-format valgrind
-python3-pytest-timeout"
+PKGS=$(sed -e 's/#.*//' "$(dirname "$0")/build-deps.txt")
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -193,3 +193,19 @@ def test_man_page_environment_matches_help():
     documented = set(ENV_NAME.findall(section_text("ENVIRONMENT")))
     missing = variables - documented
     assert not missing, "in --help, not in the man page's ENVIRONMENT: %s" % sorted(missing)
+
+
+def test_one_list_of_build_dependencies():
+    """CI and packaging/build-deps.sh install the packages of packaging/build-deps.txt,
+    and no package is named anywhere else."""
+    listed = [line.split("#")[0].strip()
+              for line in (emu.REPO / "packaging" / "build-deps.txt").read_text().splitlines()]
+    listed = [p for p in listed if p]
+    assert "python3-pytest" in listed and "libfuse3-dev" in listed
+    ci = (emu.REPO / ".ci" / "run").read_text()
+    script = (emu.REPO / "packaging" / "build-deps.sh").read_text()
+    assert "packaging/build-deps.txt" in ci and "build-deps.txt" in script
+    for text in (ci, script):
+        named = [p for p in listed if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(p),
+                                                text)]
+        assert named == [], "packages named outside build-deps.txt: %s" % named
