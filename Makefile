@@ -133,7 +133,13 @@ install: ncloudfs
 .PHONY: deb rpm
 # The package build is its own: no variables from this make (SANITIZE=..., -j).
 PKG_ENV = env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES -u SANITIZE
-PKG_SOURCES = git ls-files -z --cached --others --exclude-standard | \
+# The source files, NUL-separated: git's (tracked, and new ones it does not
+# ignore) in a checkout; in an unpacked release tarball, its MANIFEST.
+SOURCE_LIST = if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard; \
+	elif [ -f MANIFEST ]; then tr '\n' '\0' < MANIFEST; \
+	else echo "no git checkout and no MANIFEST: cannot tell the sources" >&2; exit 1; fi
+PKG_SOURCES = { $(SOURCE_LIST); } | \
 	xargs -0 -r sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done; exit 0' sh | \
 	tar -c --null --no-recursion -T -
 
@@ -142,7 +148,6 @@ deb:
 	if [ "$${v%-*}" != "$(VERSION)" ]; then \
 		echo "deb: packaging/debian/changelog is at $$v, VERSION is $(VERSION)" >&2; exit 1; fi; \
 	[ -e ncloudfs.1 ] || { echo "deb: ncloudfs.1 (the man page) is missing" >&2; exit 1; }; \
-	git rev-parse --is-inside-work-tree > /dev/null; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; src=$$tmp/ncloudfs-$(VERSION); \
 	mkdir "$$src"; $(PKG_SOURCES) | tar -x -C "$$src"; cp -r packaging/debian "$$src/debian"; \
 	echo "deb: dpkg-buildpackage -b -us -uc in $$src"; \
@@ -156,7 +161,6 @@ rpm:
 	if [ "$$v" != "$(VERSION)" ]; then \
 		echo "rpm: packaging/rpm/ncloudfs.spec is at $$v, VERSION is $(VERSION)" >&2; exit 1; fi; \
 	[ -e ncloudfs.1 ] || { echo "rpm: ncloudfs.1 (the man page) is missing" >&2; exit 1; }; \
-	git rev-parse --is-inside-work-tree > /dev/null; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	mkdir -p "$$tmp/SOURCES" "$$tmp/src/ncloudfs-$(VERSION)"; \
 	$(PKG_SOURCES) | tar -x -C "$$tmp/src/ncloudfs-$(VERSION)"; \
@@ -165,6 +169,20 @@ rpm:
 	$(PKG_ENV) rpmbuild -bb --nodeps --define "_topdir $$tmp" packaging/rpm/ncloudfs.spec \
 		> "$$tmp/build.log" 2>&1 || { cat "$$tmp/build.log"; exit 1; }; \
 	mkdir -p dist; for f in "$$tmp"/RPMS/*/*.rpm; do mv "$$f" dist/; echo "rpm: dist/$${f##*/}"; done
+
+# The release tarball, dist/ncloudfs-$(VERSION).tar.gz: every source file
+# (as `make deb` takes them) and a MANIFEST naming them, so that `make`,
+# `make check`, `make deb`, `make rpm` and `make dist` work in it unpacked,
+# with no git.
+.PHONY: dist
+dist:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; src=$$tmp/ncloudfs-$(VERSION); \
+	mkdir "$$src"; $(PKG_SOURCES) | tar -x -C "$$src"; \
+	(cd "$$src" && find . -type f ! -name MANIFEST | sed 's|^\./||' | LC_ALL=C sort > MANIFEST); \
+	mkdir -p dist; \
+	tar -C "$$tmp" --owner=0 --group=0 --numeric-owner --sort=name \
+		-czf dist/ncloudfs-$(VERSION).tar.gz ncloudfs-$(VERSION); \
+	echo "dist: dist/ncloudfs-$(VERSION).tar.gz ($$(wc -l < "$$src/MANIFEST") files)"
 
 bench: ncloudfs
 	/usr/bin/python3 tests/bench/bench.py $(if $(RUNS),--runs $(RUNS))
