@@ -13,8 +13,12 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <spawn.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "creds.h"
@@ -42,6 +46,7 @@ struct options {
 	char *stale;
 	char *site;
 	char *log;
+	int noauto_unmount;
 	char *positional[3]; /* [SOURCE] MOUNTPOINT, as mount(8) passes them */
 	int npositional;
 	int help;
@@ -65,6 +70,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("stale=%s", stale),
 	OPT("site=%s", site),
 	OPT("log=%s", log),
+	{ "noauto_unmount", offsetof(struct options, noauto_unmount), 1 },
+	{ "auto_unmount", offsetof(struct options, noauto_unmount), 0 },
 	/* What mount(8) and fstab add that means nothing to a FUSE daemon. */
 	FUSE_OPT_KEY("_netdev", KEY_MOUNT8),
 	FUSE_OPT_KEY("auto", KEY_MOUNT8),
@@ -140,6 +147,8 @@ static void usage(const char *prog)
 	       "                            else DEFAULT)\n"
 	       "    -o config=PATH          credentials file (default ~/.ncloud/configure)\n"
 	       "    -o max_threads=N        most requests served at once (default 64)\n"
+	       "    -o noauto_unmount       leave the mount behind if the daemon dies (by\n"
+	       "                            default it is unmounted: auto_unmount)\n"
 	       "    -o log=WHERE            syslog, stderr or a file path (default: stderr in\n"
 	       "                            the foreground, syslog when daemonized)\n"
 	       "    -h, --help              this help\n"
@@ -392,6 +401,92 @@ static void hup_stop(pthread_t thread)
 }
 
 /* Runs the session until unmount or a signal; returns the exit status. */
+/* The type of the mount at path (absolute, as in /proc/self/mountinfo, where
+ * spaces and the like are octal escapes), into type; 0, or -1 if none. */
+static int mount_type(const char *path, char *type, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192], mp[4096], fstype[256];
+	int found = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *sep = strstr(line, " - ");
+		size_t k = 0;
+
+		/* id parent major:minor root mountpoint ... - fstype source ... */
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+		    sscanf(sep + 3, "%255s", fstype) != 1)
+			continue;
+		for (size_t i = 0; mp[i]; i++, k++) { /* undo the octal escapes */
+			if (mp[i] == '\\' && mp[i + 1] >= '0' && mp[i + 1] <= '3' && mp[i + 2] &&
+			    mp[i + 3]) {
+				mp[k] = (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 +
+					       (mp[i + 3] - '0'));
+				i += 3;
+			} else {
+				mp[k] = mp[i];
+			}
+		}
+		mp[k] = '\0';
+		if (strcmp(mp, path) == 0) {
+			snprintf(type, len, "%s", fstype); /* the last mount there wins */
+			found = 0;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* Lazily unmounts path: umount2 as root, else fusermount3 -u -z. 0 or -1. */
+static int unmount_lazily(const char *path)
+{
+	char cmd[] = "fusermount3", u[] = "-u", z[] = "-z";
+	char *argv[] = { cmd, u, z, (char *)path, NULL };
+	pid_t pid;
+	int status;
+
+	if (geteuid() == 0)
+		return umount2(path, MNT_DETACH);
+	if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) != 0)
+		return -1;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -1;
+	}
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* A mountpoint whose FUSE daemon died answers ENOTCONN ("Transport endpoint
+ * is not connected"). If the dead mount is an ncloudfs one it is unmounted
+ * so that this mount can go ahead; otherwise says what to run. 0 or -1. */
+static int recover_dead_mount(const char *mountpoint)
+{
+	char *path = strdup(mountpoint), type[256];
+	struct stat st;
+	int ret = 0;
+
+	if (!path)
+		return -1;
+	if (stat(path, &st) == 0 || errno != ENOTCONN || absolute_new(&path) < 0)
+		goto out;
+	if (mount_type(path, type, sizeof(type)) == 0 && strcmp(type, "fuse.ncloudfs") == 0 &&
+	    unmount_lazily(path) == 0) {
+		fprintf(stderr, "ncloudfs: %s: the ncloudfs mounted there had died; unmounted it\n",
+			path);
+		goto out;
+	}
+	fprintf(stderr,
+		"ncloudfs: %s: a dead FUSE mount (its daemon is gone): run `fusermount3 -u %s`, "
+		"then mount again\n",
+		path, path);
+	ret = -1;
+out:
+	free(path);
+	return ret;
+}
+
 static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cmdline_opts *co,
 		 const struct settings *s)
 {
@@ -477,7 +572,11 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	/* mount(8) runs `ncloudfs SOURCE MOUNTPOINT -o ...`: keep the last. */
-	if (o.npositional && fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0)
+	if (o.npositional && (recover_dead_mount(o.positional[o.npositional - 1]) < 0 ||
+			      fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0))
+		goto out;
+	/* A daemon that dies takes its mount with it (fusermount3 watches). */
+	if (!o.noauto_unmount && fuse_opt_add_arg(&args, "-oauto_unmount") != 0)
 		goto out;
 	if (fuse_parse_cmdline(&args, &co) != 0 || check_options(&o, &s) < 0)
 		goto out;

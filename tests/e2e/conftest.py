@@ -80,6 +80,7 @@ class Mount:
         self.expect_fail = expect_fail
         self.allowed = []
         self.returncode = None
+        self.killed = False
 
     @property
     def path(self):
@@ -99,6 +100,12 @@ class Mount:
         """Declare that output lines matching regex are expected."""
         self.allowed.append(re.compile(regex))
 
+    def kill(self):
+        """SIGKILL the daemon (as a crash would) and reap it; its exit is then expected."""
+        self.killed = True
+        self.daemon.proc.kill()
+        self.daemon.proc.wait(emu.STOP_TIMEOUT)
+
     def unmount(self):
         """Unmount and wait for the daemon to exit; return its exit code (idempotent)."""
         self.returncode = self.daemon.unmount()
@@ -107,7 +114,7 @@ class Mount:
     def problems(self):
         """Return what is wrong after teardown: bad exit, unexpected error/warning lines."""
         found = []
-        if self.returncode != 0 and not self.expect_fail:
+        if self.returncode != 0 and not self.expect_fail and not self.killed:
             found.append("ncloudfs exited %s after unmount" % self.returncode)
         if not self.expect_fail:
             found += [line for line in self.log().splitlines()

@@ -2,11 +2,13 @@
 precedence, bad options, signals and unmounting, and how the mount shows in mountinfo."""
 
 import contextlib
+import errno
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -334,6 +336,57 @@ def test_allow_other_shows_in_mountinfo(emulator, mount):
     assert "allow_other" in super_opts
     assert "ro" in opts
     assert_works(m)
+
+
+# --- dead mounts ------------------------------------------------------------------
+
+def mounts_at(path):
+    """How many mounts /proc/self/mountinfo shows at path."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return sum(emu.OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)),
+                                        line.split()[4]) == path for line in f)
+
+
+def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
+    """auto_unmount (the default): after kill -9 the mount is gone, not left dead."""
+    m = mount()
+    assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    m.kill()
+    deadline = time.monotonic() + 10
+    while mounts_at(m.path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mounts_at(m.path) == 0, "the dead daemon's mount was left behind"
+    assert os.listdir(m.path) == []
+
+
+def test_mounting_over_a_dead_mount_recovers(emulator, mount, tmp_path):
+    """With noauto_unmount a killed daemon leaves a dead mount ("Transport endpoint is not
+    connected"); mounting there again unmounts it, says so and mounts once, no manual step."""
+    m = mount("noauto_unmount")
+    assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    m.kill()
+    with pytest.raises(OSError) as dead:
+        os.stat(m.path)
+    assert dead.value.errno == errno.ENOTCONN
+    again = emu.Daemon(m.path, emu.daemon_args(emulator, ()),
+                       emu.daemon_env(emulator, mount.home, None), tmp_path / "again.log")
+    try:
+        with open(again.log_path, "wb") as log:  # Daemon.start would mkdir the dead mount
+            again.proc = subprocess.Popen([str(emu.DAEMON), *again.args, str(m.path)],
+                                          env=again.env, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        # the dead mount is in mountinfo too: wait for the new daemon to say it mounted
+        deadline = time.monotonic() + emu.START_TIMEOUT
+        while "info: mounted" not in again.log() and again.proc.poll() is None:
+            assert time.monotonic() < deadline, "no mount:\n" + again.log()
+            time.sleep(0.05)
+        assert again.proc.poll() is None, again.log()
+        assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+        assert mounts_at(m.path) == 1
+        assert "the ncloudfs mounted there had died; unmounted it" in again.log()
+    finally:
+        assert again.unmount() == 0
 
 
 # --- hardening ---------------------------------------------------------------------
