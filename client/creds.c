@@ -282,10 +282,12 @@ void creds_scrub_env(void)
 	}
 }
 
-static int take_env(char **slot, const char *a, const char *b)
+/* Takes the value of a, else b; *name says which (NULL: neither set). */
+static int take_env(char **slot, const char *a, const char *b, const char **name)
 {
 	const char *v = env_first(a, b);
 
+	*name = v ? (env_nonempty(a) ? a : b) : NULL;
 	if (v && !(*slot = strdup(v)))
 		return -1;
 	return 0;
@@ -295,8 +297,8 @@ int creds_load(struct ncp_creds *c, const char *config_path, const char *profile
 	       size_t errlen)
 {
 	struct ncp_creds file = { 0 };
-	const char *section;
-	char *path = NULL, *text = NULL;
+	const char *section, *ak_env = NULL, *sk_env = NULL;
+	char *path = NULL, *text = NULL, place[600] = "";
 	size_t len = 0;
 	int rc, err = -1;
 
@@ -308,8 +310,9 @@ int creds_load(struct ncp_creds *c, const char *config_path, const char *profile
 		return -1;
 	memset(c, 0, sizeof(*c));
 
-	if (take_env(&c->access_key, "NCLOUD_ACCESS_KEY_ID", "NCLOUD_ACCESS_KEY") < 0 ||
-	    take_env(&c->secret_key, "NCLOUD_SECRET_ACCESS_KEY", "NCLOUD_SECRET_KEY") < 0) {
+	if (take_env(&c->access_key, "NCLOUD_ACCESS_KEY_ID", "NCLOUD_ACCESS_KEY", &ak_env) < 0 ||
+	    take_env(&c->secret_key, "NCLOUD_SECRET_ACCESS_KEY", "NCLOUD_SECRET_KEY", &sk_env) <
+		    0) {
 		snprintf(errbuf, errlen, "cannot load NCP credentials: %s", strerror(ENOMEM));
 		goto out;
 	}
@@ -325,6 +328,7 @@ int creds_load(struct ncp_creds *c, const char *config_path, const char *profile
 	}
 
 	snprintf(c->where, sizeof(c->where), "%s and %s [%s]", CREDS_ENV_DESC, path, section);
+	snprintf(place, sizeof(place), "%s [%s]", path, section);
 	rc = read_capped(path, &text, &len, errbuf, errlen);
 	if (rc < 0)
 		goto out;
@@ -368,6 +372,14 @@ check:
 			 c->where);
 	else
 		err = 0;
+	if (!err && ak_env && sk_env)
+		snprintf(c->from, sizeof(c->from), "the keys came from %s and %s", ak_env, sk_env);
+	else if (!err && !ak_env && !sk_env)
+		snprintf(c->from, sizeof(c->from), "the keys came from %s", place);
+	else if (!err)
+		snprintf(c->from, sizeof(c->from),
+			 "the access key came from %s, the secret key from %s",
+			 ak_env ? ak_env : place, sk_env ? sk_env : place);
 out:
 	if (err < 0)
 		creds_release(c);

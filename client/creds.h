@@ -10,6 +10,7 @@ struct ncp_creds {
 	char *secret_key; /* owned; wiped by creds_release */
 	char *api_url;	  /* ncloud_api_url from the file's section, or NULL */
 	char where[512];  /* human-readable list of places looked, for errors */
+	char from[1100];  /* where the keys were found, for errors about them */
 };
 
 /* Loads credentials: NCLOUD_ACCESS_KEY_ID / NCLOUD_SECRET_ACCESS_KEY (else

@@ -47,6 +47,7 @@ struct options {
 	char *site;
 	char *log;
 	int noauto_unmount;
+	int delay_connect;
 	char *positional[3]; /* [SOURCE] MOUNTPOINT, as mount(8) passes them */
 	int npositional;
 	int help;
@@ -71,6 +72,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("site=%s", site),
 	OPT("log=%s", log),
 	{ "noauto_unmount", offsetof(struct options, noauto_unmount), 1 },
+	{ "delay_connect", offsetof(struct options, delay_connect), 1 },
 	{ "auto_unmount", offsetof(struct options, noauto_unmount), 0 },
 	/* What mount(8) and fstab add that means nothing to a FUSE daemon. */
 	FUSE_OPT_KEY("_netdev", KEY_MOUNT8),
@@ -147,6 +149,8 @@ static void usage(const char *prog)
 	       "                            else DEFAULT)\n"
 	       "    -o config=PATH          credentials file (default ~/.ncloud/configure)\n"
 	       "    -o max_threads=N        most requests served at once (default 64)\n"
+	       "    -o delay_connect        mount without first checking the keys and the\n"
+	       "                            gateway with one getRegionList call\n"
 	       "    -o noauto_unmount       leave the mount behind if the daemon dies (by\n"
 	       "                            default it is unmounted: auto_unmount)\n"
 	       "    -o log=WHERE            syslog, stderr or a file path (default: stderr in\n"
@@ -487,6 +491,28 @@ out:
 	return ret;
 }
 
+/* The check at mount: one getRegionList call tries the keys, the gateway and
+ * TLS, and its answer (*regions) primes the root listing. 0, or -1 with the
+ * API's message, the host and a hint. */
+static int check_api(struct ncp_client *client, const struct ncp_creds *cr, json_t **regions)
+{
+	struct ncp_error err;
+	const char *hint;
+
+	if (ncp_region_list(client, regions, &err) == 0)
+		return 0;
+	if (err.kind == NCP_ERR_AUTH)
+		hint = cr->from;
+	else if (err.http_status == 0)
+		hint = "check the network, -o api_url and -o cafile; -o delay_connect mounts "
+		       "without this check (e.g. at boot, before the network is up)";
+	else
+		hint = "-o delay_connect mounts without this check";
+	fprintf(stderr, "ncloudfs: cannot use the NCP API at %s: %s (%s)\n",
+		ncp_client_host(client), err.message, hint);
+	return -1;
+}
+
 static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cmdline_opts *co,
 		 const struct settings *s)
 {
@@ -548,6 +574,7 @@ int main(int argc, char *argv[])
 	struct cache_source src;
 	struct fsops *fs = NULL;
 	struct fuse_session *se = NULL;
+	json_t *regions = NULL;
 	char err[512];
 	int ret = 1;
 
@@ -623,10 +650,18 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, fsops_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
+	/* Every option is good: now the API, before mounting. */
+	if (!o.delay_connect && check_api(client, &cr, &regions) < 0)
+		goto out;
+	if (regions && cache_prime_regions(fsops_cache(fs), regions) < 0) {
+		fprintf(stderr, "ncloudfs: out of memory\n");
+		goto out;
+	}
 	ret = serve(se, fs, &co, &s);
 out:
 	if (se)
 		fuse_session_destroy(se);
+	json_decref(regions);
 	fsops_free(fs);
 	ncp_client_free(client);
 	creds_release(&cr);

@@ -18,12 +18,24 @@ def calls(emulator):
     return emulator.counts()["calls"]
 
 
-def test_mounting_and_stat_of_the_root_call_nothing(emulator, mount):
-    """Mounting, then stat of the mountpoint, make no API call and open no API connection."""
+def test_mounting_makes_one_call_and_the_root_costs_nothing_more(emulator, mount):
+    """Mounting checks the keys with one getRegionList call on one connection; stat and
+    listing the root then make no call at all."""
     m = mount()
     counts = emulator.counts()
-    assert counts["calls"] == {REGIONS: 0, LIST: 0, DETAIL: 0}
-    assert counts["api_connections"] == 0
+    assert counts["calls"] == {REGIONS: 1, LIST: 0, DETAIL: 0}
+    assert counts["api_connections"] == 1
+    st = os.stat(m.path)
+    assert st.st_mode & 0o777 == 0o555
+    assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    counts = emulator.counts()
+    assert counts["calls"] == {REGIONS: 1, LIST: 0, DETAIL: 0}
+    assert counts["api_connections"] == 1
+
+
+def test_delay_connect_mounts_without_a_call(emulator, mount):
+    """-o delay_connect: mounting and stat of the root make no API call, no connection."""
+    m = mount("delay_connect")
     st = os.stat(m.path)
     assert st.st_mode & 0o777 == 0o555
     counts = emulator.counts()

@@ -154,12 +154,11 @@ def test_wrong_default_section_is_really_used(emulator, mount):
     """Control for the profile tests: [DEFAULT]'s wrong keys do reach the API and fail."""
     write_config(mount.home / ".ncloud" / "configure",
                  {"DEFAULT": wrong_keys(), "work": keys(emulator)})
-    m = mount(env=NO_ENV_KEYS)
-    m.allow_log(r"getRegionList: HTTP 401 .*Authentication Failed")
-    with pytest.raises(PermissionError):
-        os.listdir(m.path)
-    assert WRONG_SECRET not in m.log()
-    assert m.unmount() == 0
+    m = mount(env=NO_ENV_KEYS, expect_fail=True)
+    log = m.log()
+    assert m.returncode == 1 and "Authentication Failed" in log, log
+    assert "the keys came from %s [DEFAULT]" % (mount.home / ".ncloud" / "configure") in log
+    assert WRONG_SECRET not in log
 
 
 def test_config_option_selects_another_file(emulator, mount, tmp_path):
@@ -226,8 +225,9 @@ def test_log_names_the_gateway_from_the_profile(emulator, mount):
 
 
 def test_default_gateway_when_none_is_given(emulator, mount):
-    """With no gateway anywhere, the daemon uses NCP's public one (not contacted here)."""
-    m = mount(api_opts=False)
+    """With no gateway anywhere, the daemon uses NCP's public one (not contacted here:
+    delay_connect)."""
+    m = mount("delay_connect", api_opts=False)
     assert "https://ncloud.apigw.ntruss.com" in m.log()
     assert emulator.url not in m.log()
     assert m.unmount() == 0

@@ -31,10 +31,35 @@ def assert_serving_and_clean_exit(m):
     assert m.unmount() == 0
 
 
-def test_wrong_secret_gives_eacces_and_logs_no_secret(emulator, mount):
-    """A wrong secret mounts (mounting calls nothing), then ls answers EACCES, logged, no secret."""
+def test_wrong_secret_is_refused_at_mount_with_the_apis_message(emulator, mount):
+    """A wrong secret mounts nothing: exit 1, the API's message, the host, where the keys
+    came from, and no secret anywhere."""
     wrong = "wrong-secret-Zq81xKv0PpLm"
-    m = mount(env={"NCLOUD_SECRET_ACCESS_KEY": wrong})
+    m = mount(env={"NCLOUD_SECRET_ACCESS_KEY": wrong}, expect_fail=True)
+    assert m.returncode == 1
+    assert not emu.mountinfo_has(m.path)
+    log = m.log()
+    assert "cannot use the NCP API at 127.0.0.1:%d: Authentication Failed" % emulator.port \
+        in log, log
+    assert "the keys came from NCLOUD_ACCESS_KEY_ID and NCLOUD_SECRET_ACCESS_KEY" in log, log
+    assert wrong not in log and emulator.secret_key not in log
+    assert emulator.counts()["calls"]["getRegionList"] == 1
+
+
+def test_unreachable_gateway_is_refused_at_mount_with_a_hint(emulator, mount):
+    """Nothing listening at the gateway: exit 1, curl's reason, and the delay_connect hint."""
+    m = mount("api_url=https://127.0.0.1:1", "retries=0", expect_fail=True, api_opts=False)
+    assert m.returncode == 1
+    log = m.log()
+    assert "cannot use the NCP API at 127.0.0.1:1:" in log and "onnect" in log, log
+    assert "-o delay_connect" in log, log
+
+
+def test_wrong_secret_gives_eacces_and_logs_no_secret(emulator, mount):
+    """With delay_connect a wrong secret mounts (mounting calls nothing), then ls answers
+    EACCES, logged, no secret."""
+    wrong = "wrong-secret-Zq81xKv0PpLm"
+    m = mount("delay_connect", env={"NCLOUD_SECRET_ACCESS_KEY": wrong})
     m.allow_log(r"getRegionList: HTTP 401 code 200: Authentication Failed")
     assert emulator.counts()["calls"]["getRegionList"] == 0
     with pytest.raises(PermissionError):
@@ -97,8 +122,9 @@ def test_auth_fault_gives_eacces(emulator, mount, kind):
 
 @pytest.mark.parametrize("action, path", [("getRegionList", ""), ("getServerImageList", "KR")])
 def test_listing_faults_give_eio(emulator, mount, action, path):
-    """A failing region list or image list gives EIO for ls, logged; later it works."""
-    m = mount()
+    """A failing region list or image list gives EIO for ls, logged; later it works
+    (delay_connect: the region list is not fetched at mount)."""
+    m = mount("delay_connect")
     m.allow_log(r"error: %s.*Endpoint Error" % action)
     emulator.fault("503", action=action, count=-1)
     assert errno_of(os.listdir, m.path / path) == errno.EIO

@@ -73,10 +73,14 @@ def test_three_positional_arguments_are_refused(emulator, tmp_path):
 
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_site_selects_the_gateway_and_errors_name_its_host(mount, how):
-    """site=gov goes to the gov gateway (unreachable here): EIO, and the log names the host."""
+    """site=gov goes to the gov gateway (unreachable here): the check at mount fails naming
+    the host; with delay_connect the mount comes up and ls gives EIO, logged likewise."""
     env = {"NCLOUD_SITE": "gov"} if how == "env" else None
     opts = ["site=gov"] if how == "option" else []
-    m = mount(*opts, "timeout=2", "retries=0", env=env, api_opts=False)
+    refused = mount(*opts, "timeout=2", "retries=0", env=env, api_opts=False, expect_fail=True)
+    assert refused.returncode == 1
+    assert "cannot use the NCP API at ncloud.apigw.gov-ntruss.com" in refused.log()
+    m = mount(*opts, "timeout=2", "retries=0", "delay_connect", env=env, api_opts=False)
     m.allow_log(r"getRegionList: .*ncloud\.apigw\.gov-ntruss\.com")
     assert errno_of(os.listdir, m.path) == errno.EIO
     assert "ncloud.apigw.gov-ntruss.com" in m.log()
@@ -231,7 +235,7 @@ def test_a_site_asked_for_beats_the_profiles_gateway(emulator, mount):
     plain = mount("cafile=" + emulator.cafile, api_opts=False)
     assert read(plain.path / "KR" / "3135" / "osType") == "UBUNTU\n"
     m = mount("site=gov", "timeout=2", "retries=0", "cafile=" + emulator.cafile,
-              api_opts=False)
+              "delay_connect", api_opts=False)
     m.allow_log(r"getRegionList: .*ncloud\.apigw\.gov-ntruss\.com")
     assert errno_of(os.listdir, m.path) == errno.EIO
     assert "ncloud.apigw.gov-ntruss.com" in m.log()

@@ -199,7 +199,7 @@ static void test_load_mode(const char *path)
 static void test_load_file(const char *path)
 {
 	struct ncp_creds c;
-	char err[1024];
+	char err[1024], want[1200];
 
 	clear_env();
 	CHECK(creds_load(&c, path, NULL, err, sizeof(err)) == 0);
@@ -209,6 +209,9 @@ static void test_load_file(const char *path)
 	CHECK(strstr(c.where, path) != NULL);
 	CHECK(strstr(c.where, "[DEFAULT]") != NULL);
 	CHECK_STR(err, "");
+	/* where the keys came from, for messages about them */
+	snprintf(want, sizeof(want), "the keys came from %s [DEFAULT]", path);
+	CHECK_STR(c.from, want);
 	creds_release(&c);
 
 	/* profile argument, then $NCLOUD_PROFILE, the argument winning */
@@ -240,7 +243,7 @@ static void test_load_file(const char *path)
 static void test_load_env(const char *path)
 {
 	struct ncp_creds c;
-	char err[1024];
+	char err[1024], want[1200];
 
 	/* the environment wins; api_url still comes from the file */
 	clear_env();
@@ -250,6 +253,7 @@ static void test_load_env(const char *path)
 	CHECK_STR(c.access_key, "EnvAccess1");
 	CHECK_STR(c.secret_key, SECRET_ENV);
 	CHECK_STR(c.api_url, "https://ncloud.apigw.ntruss.com");
+	CHECK_STR(c.from, "the keys came from NCLOUD_ACCESS_KEY_ID and NCLOUD_SECRET_ACCESS_KEY");
 	creds_release(&c);
 
 	/* the first pair beats the second */
@@ -281,6 +285,9 @@ static void test_load_env(const char *path)
 	CHECK_STR(c.access_key, "EnvAccess3");
 	CHECK_STR(c.secret_key, SECRET_FILE "Gov");
 	CHECK_STR(c.api_url, "https://ncloud.apigw.gov-ntruss.com");
+	snprintf(want, sizeof(want),
+		 "the access key came from NCLOUD_ACCESS_KEY, the secret key from %s [gov]", path);
+	CHECK_STR(c.from, want);
 	creds_release(&c);
 	clear_env();
 }
