@@ -1241,6 +1241,16 @@ int cache_regions_held(struct cache *c, struct cache_ids **out, double *left)
 	return err ? cache_regions(c, out, left) : 0;
 }
 
+uint32_t cache_region_changes(struct cache *c, uint32_t region)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = region < c->nregion ? c->region[region].changes : 0;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
 int cache_prime_regions(struct cache *c, json_t *regions)
 {
 	double now;

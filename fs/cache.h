@@ -101,6 +101,8 @@ const char *cache_region_code(struct cache *c, uint32_t region);
 /* Wall-clock time the region list / a listing last changed (directory mtime). */
 int64_t cache_regions_mtime(struct cache *c);
 int64_t cache_listing_mtime(struct cache *c, uint32_t region);
+/* A count that moves whenever an image of the region changes. */
+uint32_t cache_region_changes(struct cache *c, uint32_t region);
 
 /* The images listed in a region (slot ids), fetching every page if stale,
  * or, when held is set, only if none is held at all. 0 and a new reference,

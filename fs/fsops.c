@@ -40,10 +40,13 @@ struct note {
 	char name[32]; /* empty: the inode itself */
 };
 
+struct regdoc;
+
 struct fsops {
 	struct cache *cache;
-	struct ncp_client *client; /* for /.stats; may be NULL */
-	double started;		   /* monotonic, for the uptime in /.stats */
+	struct regdoc *regdoc[MAX_REGIONS]; /* <region>.json, under lock */
+	struct ncp_client *client;	    /* for /.stats; may be NULL */
+	double started;			    /* monotonic, for the uptime in /.stats */
 	struct fsops_opts opts;
 	uid_t uid;
 	gid_t gid;
@@ -109,12 +112,14 @@ static void on_change(void *arg, enum cache_change what, uint32_t region, const 
 	case CACHE_LISTING_CHANGED:
 		queue_note(fs, ino_region(region), NULL);
 		queue_note(fs, ino_byname(region), NULL);
+		queue_note(fs, ino_regjson(region), NULL);
 		queue_note(fs, INO_ROOT, name);
 		break;
 	case CACHE_IMAGE_CHANGED:
 		snprintf(json, sizeof(json), "%s.json", name);
 		queue_note(fs, ino_region(region), name);
 		queue_note(fs, ino_region(region), json);
+		queue_note(fs, ino_regjson(region), NULL);
 		break;
 	}
 }
@@ -416,6 +421,204 @@ static int link_attr(struct fsops *fs, uint32_t slot, struct fuse_entry_param *e
 	return 0;
 }
 
+/* ---- <region>.json ---- */
+
+/* A region's images as one JSON array, in listing order, each image as its
+ * <no>.json shows it: a snapshot of the listing and of each image's tree
+ * (references), with where each image's text ends, so that stat and every
+ * read of one snapshot agree. Made anew when the listing or an image of the
+ * region changed. The text: "[\n", each image's JSON without its last
+ * newline followed by ",\n" (the last by "\n]\n"); or "[]\n". */
+struct regdoc {
+	unsigned refs; /* under fs->lock */
+	struct cache_ids *ids;
+	uint32_t changes;
+	uint32_t n;
+	struct tree **trees;
+	uint64_t *ends; /* ends[i]: just past image i's text and ",\n" */
+	uint64_t size;
+	int64_t mtime;
+};
+
+static void regdoc_unref(struct fsops *fs, struct regdoc *d)
+{
+	int last;
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	last = --d->refs == 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (!last)
+		return;
+	for (uint32_t i = 0; i < d->n; i++)
+		tree_unref(d->trees[i]);
+	cache_ids_unref(fs->cache, d->ids);
+	free(d->trees);
+	free(d->ends);
+	free(d);
+}
+
+/* Builds the snapshot of listing ids (a reference it takes over). */
+static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t changes, int64_t mtime,
+			struct regdoc **out)
+{
+	struct regdoc *d = calloc(1, sizeof(*d));
+	uint64_t at = 2;
+
+	if (d) {
+		d->trees = calloc(ids->n ? ids->n : 1, sizeof(*d->trees));
+		d->ends = calloc(ids->n ? ids->n : 1, sizeof(*d->ends));
+	}
+	if (!d || !d->trees || !d->ends) {
+		if (d) {
+			free(d->trees);
+			free(d->ends);
+		}
+		free(d);
+		cache_ids_unref(fs->cache, ids);
+		return -ENOMEM;
+	}
+	d->refs = 1;
+	d->ids = ids;
+	d->changes = changes;
+	d->mtime = mtime;
+	for (uint32_t i = 0; i < ids->n; i++) {
+		struct cache_image img;
+		size_t len;
+
+		if (cache_image_get(fs->cache, ids->ids[i], -1, &img) != 0)
+			continue; /* listed, but gone since */
+		len = tree_json_size(img.tree);
+		d->trees[d->n] = img.tree;
+		if (!len) {
+			d->n++;
+			regdoc_unref(fs, d);
+			return -ENOMEM;
+		}
+		at += len + 1; /* less its newline, plus ",\n" */
+		d->ends[d->n++] = at;
+	}
+	d->size = d->n ? at + 1 : 3; /* the last is followed by "\n]\n", not ",\n" */
+	*out = d;
+	return 0;
+}
+
+/* The snapshot of region's listing as it is now (fetching the listing if it
+ * is stale, or, with held, only if none is held): 0 and a reference. */
+static int regdoc_get(struct fsops *fs, uint32_t region, int held, struct regdoc **out,
+		      double *left)
+{
+	struct regdoc *d, *old;
+	struct cache_ids *ids;
+	uint32_t changes;
+	int err;
+
+	err = cache_listing(fs->cache, region, held, &ids, left);
+	if (err)
+		return err;
+	changes = cache_region_changes(fs->cache, region);
+	pthread_mutex_lock(&fs->lock);
+	d = fs->regdoc[region];
+	if (d && d->ids == ids && d->changes == changes) {
+		d->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		cache_ids_unref(fs->cache, ids);
+		*out = d;
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	err = regdoc_build(fs, ids, changes, cache_listing_mtime(fs->cache, region), &d);
+	if (err)
+		return err;
+	pthread_mutex_lock(&fs->lock);
+	old = fs->regdoc[region];
+	fs->regdoc[region] = d;
+	d->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	regdoc_unref(fs, old);
+	*out = d;
+	return 0;
+}
+
+/* Copies the part of src[0, len) that falls in [off, off + size) of the
+ * document, src starting at document offset at, into buf. */
+static void regdoc_copy(char *buf, uint64_t off, size_t size, const char *src, uint64_t at,
+			size_t len)
+{
+	uint64_t from = at > off ? at : off, to = at + len < off + size ? at + len : off + size;
+
+	if (from < to)
+		memcpy(buf + (from - off), src + (from - at), (size_t)(to - from));
+}
+
+/* Reads [off, off + size) of d into buf: 0 and *len, or -errno. */
+static int regdoc_read(struct regdoc *d, uint64_t off, size_t size, char *buf, size_t *len)
+{
+	uint32_t lo = 0, hi = d->n;
+
+	*len = 0;
+	if (off >= d->size)
+		return 0;
+	if (size > d->size - off)
+		size = (size_t)(d->size - off);
+	*len = size;
+	if (d->n == 0) {
+		regdoc_copy(buf, off, size, "[]\n", 0, 3);
+		return 0;
+	}
+	regdoc_copy(buf, off, size, "[\n", 0, 2);
+	while (lo < hi) { /* the first image whose text ends past off */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (d->ends[mid] <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (uint32_t i = lo; i < d->n; i++) {
+		uint64_t at = i ? d->ends[i - 1] : 2;
+		size_t tlen;
+		char *text;
+
+		if (at >= off + size)
+			break;
+		text = tree_json_text(d->trees[i], &tlen);
+		if (!text)
+			return -ENOMEM;
+		regdoc_copy(buf, off, size, text, at, tlen - 1);
+		regdoc_copy(buf, off, size, i + 1 < d->n ? ",\n" : "\n]\n", at + tlen - 1,
+			    i + 1 < d->n ? 2 : 3);
+		free(text);
+	}
+	return 0;
+}
+
+/* The region named by "<code>.json": 0 and *region, else -ENOENT. */
+static int regjson_region(struct fsops *fs, const char *name, uint32_t *region, double *left)
+{
+	char code[16];
+	size_t len = strlen(name);
+
+	if (len <= 5 || len - 5 >= sizeof(code) || strcmp(name + len - 5, ".json") != 0)
+		return -ENOENT;
+	memcpy(code, name, len - 5);
+	code[len - 5] = '\0';
+	return cache_region_find(fs->cache, code, region, left);
+}
+
+static int regjson_attr(struct fsops *fs, uint32_t region, int held, struct stat *st, double *left)
+{
+	struct regdoc *d;
+	int err = regdoc_get(fs, region, held, &d, left);
+
+	if (err)
+		return err;
+	file_attr(fs, ino_regjson(region), d->mtime, (size_t)d->size, st);
+	regdoc_unref(fs, d);
+	return 0;
+}
+
 /* Attributes of any inode, with how long they hold. */
 static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *left)
 {
@@ -443,6 +646,8 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 	case INO_K_BYNAME:
 		dir_attr(fs, ino, cache_listing_mtime(fs->cache, p.id), 2, st);
 		return 0;
+	case INO_K_REGJSON:
+		return regjson_attr(fs, p.id, 1, st, left);
 	case INO_K_LINK:
 		if (cache_image_get(fs->cache, p.slot, p.gen, &img) != 0)
 			return -ESTALE;
@@ -500,6 +705,15 @@ static int lookup_root(struct fsops *fs, const char *name, struct fuse_entry_par
 		*left = 0;
 		return stats_attr(fs, &e->attr); /* timeouts 0: asked again each time */
 	}
+	err = regjson_region(fs, name, &region, left);
+	if (err == 0) {
+		err = regjson_attr(fs, region, 0, &e->attr, left);
+		e->ino = ino_regjson(region);
+		set_timeouts(e, *left);
+		return err;
+	}
+	if (err != -ENOENT)
+		return err; /* the region list failed: not "no such file" */
 	err = cache_region_find(fs->cache, name, &region, left);
 	if (err)
 		return err;
@@ -907,6 +1121,26 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, ENOSYS); /* nothing to flush; the kernel stops asking */
 }
 
+static void read_regjson(fuse_req_t req, struct fsops *fs, uint32_t region, size_t size, off_t off)
+{
+	struct regdoc *d;
+	double left;
+	char *buf = NULL;
+	size_t len = 0;
+	int err = off < 0 ? -EINVAL : regdoc_get(fs, region, 1, &d, &left);
+
+	if (!err) {
+		buf = malloc(size ? size : 1);
+		err = buf ? regdoc_read(d, (uint64_t)off, size, buf, &len) : -ENOMEM;
+		regdoc_unref(fs, d);
+	}
+	if (err)
+		fuse_reply_err(req, -err);
+	else
+		fuse_reply_buf(req, buf, len);
+	free(buf);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -922,6 +1156,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pthread_mutex_lock(&fs->lock);
 		reply_slice(req, fs->stats, fs->stats_len, off, size);
 		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	if (p.kind == INO_K_REGJSON) {
+		read_regjson(req, fs, p.id, size, off);
 		return;
 	}
 	if (p.kind != INO_K_NODE && p.kind != INO_K_JSON) {
@@ -1343,6 +1581,8 @@ void fsops_free(struct fsops *fs)
 {
 	if (!fs)
 		return;
+	for (uint32_t r = 0; r < MAX_REGIONS; r++)
+		regdoc_unref(fs, fs->regdoc[r]);
 	cache_free(fs->cache);
 	free(fs->notes);
 	free(fs->stats);

@@ -2,6 +2,7 @@
  * meaning, so no inode table is kept:
  *   1                    the root          2  /.stats
  *   0x10000 + region     a region          0x20000 + region  <region>/.by-name
+ *   0x30000 + region     <region>.json
  *   bit 63 | slot << 34 | generation << 18 | node   a node of an image
  * Node NODE_JSON is <no>.json and NODE_LINK the image's .by-name link; a tree
  * never has that many nodes, a slot never reaches SLOT_MAX and there are never
@@ -17,6 +18,7 @@
 #define INO_STATS 2ull
 #define INO_REGION 0x10000ull
 #define INO_BYNAME 0x20000ull
+#define INO_REGJSON 0x30000ull
 #define INO_IMAGE (1ull << 63)
 
 #define MAX_REGIONS 256u
@@ -31,19 +33,21 @@ _Static_assert(SLOT_BITS + GEN_BITS + NODE_BITS == 63, "image inodes use bits 0-
 _Static_assert(TREE_MAX_NODES <= NODE_LINK, "a tree's last node would be a reserved node");
 _Static_assert(INO_STATS < INO_REGION, "/.stats is below the regions");
 _Static_assert(INO_REGION + MAX_REGIONS <= INO_BYNAME, "regions and .by-name overlap");
-_Static_assert(INO_BYNAME + MAX_REGIONS <= INO_IMAGE, ".by-name and images overlap");
+_Static_assert(INO_BYNAME + MAX_REGIONS <= INO_REGJSON, ".by-name and <region>.json overlap");
+_Static_assert(INO_REGJSON + MAX_REGIONS <= INO_IMAGE, "<region>.json and images overlap");
 _Static_assert(SLOT_MAX - 1 <= UINT32_MAX, "slots are 32-bit");
 
 /* What an inode number names. */
 enum ino_kind {
 	INO_K_ROOT,
 	INO_K_STATS,
-	INO_K_REGION, /* id: the region */
-	INO_K_BYNAME, /* id: the region */
-	INO_K_NODE,   /* slot, gen, node: a node of an image's tree */
-	INO_K_JSON,   /* slot, gen: <no>.json */
-	INO_K_LINK,   /* slot, gen: a .by-name link */
-	INO_K_NONE,   /* no such inode */
+	INO_K_REGION,  /* id: the region */
+	INO_K_BYNAME,  /* id: the region */
+	INO_K_REGJSON, /* id: the region's <region>.json */
+	INO_K_NODE,    /* slot, gen, node: a node of an image's tree */
+	INO_K_JSON,    /* slot, gen: <no>.json */
+	INO_K_LINK,    /* slot, gen: a .by-name link */
+	INO_K_NONE,    /* no such inode */
 };
 
 struct ino_parts {
@@ -62,6 +66,11 @@ static inline uint64_t ino_region(uint32_t region)
 static inline uint64_t ino_byname(uint32_t region)
 {
 	return INO_BYNAME + region;
+}
+
+static inline uint64_t ino_regjson(uint32_t region)
+{
+	return INO_REGJSON + region;
 }
 
 static inline uint64_t ino_image(uint32_t slot, uint16_t gen, uint32_t node)
@@ -92,6 +101,9 @@ static inline struct ino_parts ino_split(uint64_t ino)
 	} else if (ino >= INO_BYNAME && ino < INO_BYNAME + MAX_REGIONS) {
 		p.kind = INO_K_BYNAME;
 		p.id = (uint32_t)(ino - INO_BYNAME);
+	} else if (ino >= INO_REGJSON && ino < INO_REGJSON + MAX_REGIONS) {
+		p.kind = INO_K_REGJSON;
+		p.id = (uint32_t)(ino - INO_REGJSON);
 	}
 	return p;
 }

@@ -443,6 +443,61 @@ static void op_json(struct worker *w)
 	free(data);
 }
 
+/* <region>.json: an array of versions of images that were listed, each
+ * once, as long as stat says. */
+static void op_regjson(struct worker *w)
+{
+	int r = (int)rnd(w->rng, NREG), err;
+	char name[32], *data = NULL;
+	size_t len = 0, n;
+	uint64_t ino = 0;
+	struct stat st;
+	json_t *j, *item;
+
+	snprintf(name, sizeof(name), "%s.json", region_code[r]);
+	err = ff_lookup(fs, INO_ROOT, name, &ino, &st);
+	if (err) {
+		if (!injected(err))
+			fail("lookup %s: %s", name, strerror(-err));
+		return;
+	}
+	err = ff_read(fs, ino, 0, (size_t)st.st_size + 4096, &data, &len);
+	if (err) {
+		if (err != -ESTALE && !injected(err))
+			fail("read %s: %s", name, strerror(-err));
+		free(data);
+		return;
+	}
+	j = json_loadb(data, len, 0, NULL);
+	if (!json_is_array(j))
+		fail("%s: not a JSON array (%zu bytes)", name, len);
+	n = json_array_size(j);
+	for (size_t i = 0; i < n; i++) {
+		const char *no;
+		struct mimage *mi;
+		int match = 0;
+
+		item = json_array_get(j, i);
+		no = json_string_value(json_object_get(item, "serverImageNo"));
+		mi = no ? model_find(strtoull(no, NULL, 10)) : NULL;
+		for (size_t k = 0; k < i && mi; k++)
+			if (json_equal(json_object_get(json_array_get(j, k), "serverImageNo"),
+				       json_object_get(item, "serverImageNo")))
+				fail("%s: %s twice", name, no);
+		for (int v = 0; mi && v < mi->nv && !match; v++)
+			match = json_is_string(json_object_get(item, "serverImageName")) &&
+				!strcmp(json_string_value(json_object_get(item, "serverImageName")),
+					mi->v[v].name) &&
+				json_integer_value(json_object_get(item, "version")) ==
+					mi->v[v].version;
+		if (!mi || mi->region != r || !mi->present_ok || !match)
+			fail("%s: item %zu (%s) is no version of an image listed there", name, i,
+			     no ? no : "no number");
+	}
+	json_decref(j);
+	free(data);
+}
+
 /* An inode from an earlier answer: the same bytes, or ESTALE. */
 static void op_held(struct worker *w)
 {
@@ -698,8 +753,10 @@ static void *worker_main(void *arg)
 			op_image(w);
 		else if (op < 50)
 			op_held(w);
-		else if (op < 58)
+		else if (op < 56)
 			op_json(w);
+		else if (op < 58)
+			op_regjson(w);
 		else if (op < 68)
 			op_readdir_region(w, (int)rnd(w->rng, NREG), 0);
 		else if (op < 76)
