@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # ncloudfs: build, test, demo.  `make`, `make check`, `make demo`.
 PREFIX ?= /usr/local
 DESTDIR ?=

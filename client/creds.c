@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* creds.c: finding the NCP access key, secret key and API URL.
  *
  * The environment wins key by key; the INI file written by `ncloud configure`

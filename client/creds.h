@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* creds.h: finding NCP credentials: environment first, then the INI file
  * written by `ncloud configure` (~/.ncloud/configure). */
 #ifndef NCP_CREDS_H

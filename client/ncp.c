@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ncp.c: the NCP API client: builds and signs GET requests, sends them with
  * libcurl, decodes the JSON answers and both error shapes.
  *

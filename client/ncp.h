@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ncp.h: the NAVER Cloud Platform API client.
  *
  * Signs requests (API Gateway signature v2), sends them over HTTPS with libcurl

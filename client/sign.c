@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sign.c: API Gateway signature v2 and RFC 3986 query encoding.
  *
  * Pure functions: no state, no I/O. The caller builds the encoded request

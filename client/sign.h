@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sign.h: API Gateway signature v2 and query encoding, pure functions. */
 #ifndef NCP_SIGN_H
 #define NCP_SIGN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cache.c: regions, listings and images with their age, and the fetches that
  * fill them. One mutex guards all of it; it is never held across the network.
  * The region list, each listing and each image carry the same freshness

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cache.h: what ncloudfs knows of NCP, with its age. Regions, each region's
  * listing, and images (held as trees). Fetches lazily through a source (the
  * NCP client, or a fake one in tests), one fetch at a time per object (others

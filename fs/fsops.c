@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fsops.c: the tree as the kernel sees it, through libfuse's low-level API.
  *
  * Inode numbers carry their own meaning (inode.h), so no inode table is kept.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fsops.h: the filesystem itself: libfuse low-level operations over the
  * cache, and the thread that tells the kernel when cached data changed. */
 #ifndef FSOPS_H

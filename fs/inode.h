@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* inode.h: what an inode number means, in one place. Numbers carry their own
  * meaning, so no inode table is kept:
  *   1                    the root          2  /.stats

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kio.c: libfuse before 3.16 accepts FUSE_CAP_PARALLEL_DIROPS in conn->want
  * but never passes it to the kernel (fixed upstream by libfuse PR #861), so
  * the kernel serializes every lookup in a directory: 16 readers of 16

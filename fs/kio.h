@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kio.h: the session's reads and writes of /dev/fuse, passed through
  * unchanged but for one repair of the INIT reply (see kio.c). */
 #ifndef KIO_H

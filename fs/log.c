@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.c: where the daemon's messages go. Lines carry their level ("error:",
  * "warning:", ...) so that operators and tests can grep for them; file lines
  * also carry a timestamp, as syslog would add. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.h: the daemon's log: stderr, syslog or a file, one line per event.
  * Never pass a secret to these. */
 #ifndef LOG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* main.c: ncloudfs's command line: options, credentials, mounting, and the
  * FUSE session's life from mount to a clean unmount. Everything that can be
  * wrong with the command line or the credentials is found before mounting. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tree.c: the JSON-to-tree mapping. An image is flattened breadth-first into
  * one block: a node array followed by a pool of NUL-terminated strings
  * (names, values, codeNames). About 20 bytes a node plus the text, so a

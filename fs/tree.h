@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tree.h: one server image as a compact, immutable tree of files and
  * directories: objects and arrays become directories, scalars files, and
  * common codes ({code, codeName}) files holding the code. One allocation per

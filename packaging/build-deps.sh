@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs what building, running the demo and testing ncloudfs need, from
 # Debian's packages (the list: packaging/build-deps.txt). Does nothing when
 # everything is already there.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """`make demo`: start the NCP emulator, mount ./ncloudfs, show it in use, wait for Ctrl-C.
 
 Usage: /usr/bin/python3 tests/demo.py [--mnt DIR]   (default mountpoint: ./mnt in the repo)

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # make memcheck: ./ncloudfs under valgrind memcheck against the NCP emulator (200 images):
 # a full walk, injected faults between reads of uncached images, reads served stale
 # during an outage, a walk after the TTL, then unmount. Passes when valgrind finds no

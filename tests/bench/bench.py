@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """make bench: ncloudfs's speed and memory targets, each measured side by side
 with its baseline in one run against the emulator, printed as one table.
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The peer ncloudfs is measured against: the same API calls made by a shell
 # script with curl, each request signed with `openssl dgst` (signature v2).
 # usage: curl_baseline.sh URL CAFILE ACCESS_KEY SECRET_KEY REGION PAGES

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fixtures for the e2e tests: the NCP emulator, and ncloudfs mounts that always clean up.
 
 `emulator` is a fresh emulator per test (`@pytest.mark.emulator(images=N, notfound=

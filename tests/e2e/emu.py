@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Helpers shared by the e2e tests and the demo.
 
 Starts the NCP emulator as a subprocess with a fresh self-signed certificate,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What the mount should show, derived from the emulator's JSON by the README's rules
 ("The tree"), and small helpers shared by the end-to-end tests, the soak and the bench."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Caching end to end: what each access costs in API calls and connections, TTLs, negative
 caching, names that cannot exist, single flight and connection reuse (emulator counters)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The command line end to end: help and version, credentials and their sources, the gateway's
 precedence, bad options, signals and unmounting, and how the mount shows in mountinfo."""
 

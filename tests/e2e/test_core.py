@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The stateful core on real mounts: accounts whose names collide, directory reads that
 cost one listing, memory that comes back, and caches dropped while a fetch is on its way."""
 

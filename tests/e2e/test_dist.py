@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The release tarball, as automake's distcheck checks it: `make dist`, then in the unpacked
 tarball (no git) the daemon builds and passes the unit tests, installs, packages as .deb and
 .rpm, and makes the same tarball again.

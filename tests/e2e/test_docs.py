@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The man page: it renders without a warning, and it documents exactly the options and the
 environment variables that `ncloudfs --help` lists, so neither can drift from the other.
 
@@ -209,3 +210,34 @@ def test_one_list_of_build_dependencies():
         named = [p for p in listed if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(p),
                                                 text)]
         assert named == [], "packages named outside build-deps.txt: %s" % named
+
+
+def source_files():
+    """The project's source files: C, Python, shell, make, spec, units, the man page."""
+    if (emu.REPO / ".git").exists():
+        names = subprocess.run(["git", "ls-files"], cwd=emu.REPO, capture_output=True,
+                               text=True, check=True).stdout.split()
+    else:
+        names = (emu.REPO / "MANIFEST").read_text().split()
+    picked = []
+    for name in names:
+        if name.startswith(("tests/unit/data/", "tests/unit/golden/", "tests/fuzz/corpus/")):
+            continue
+        if (name.endswith((".c", ".h", ".py", ".sh", ".spec", ".service", ".mount"))
+                or name in (".ci/run", "Makefile", "packaging/debian/rules", "ncloudfs.1")):
+            picked.append(name)
+    return picked
+
+
+def test_every_source_file_says_its_license():
+    """MIT, in LICENSE, and an SPDX line near the top of every source file."""
+    assert (emu.REPO / "LICENSE").read_text().startswith("MIT License")
+    files = source_files()
+    assert len(files) > 50 and "fs/main.c" in files and "Makefile" in files
+    missing = [name for name in files
+               if "SPDX-License-Identifier: MIT" not in
+               "\n".join((emu.REPO / name).read_text().splitlines()[:3])]
+    assert missing == []
+    assert "License: Expat" in (emu.REPO / "packaging/debian/copyright").read_text()
+    assert re.search(r"^License:\s+MIT$", (emu.REPO / "packaging/rpm/ncloudfs.spec").read_text(),
+                     re.M)

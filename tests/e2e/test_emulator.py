@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Tests of the NCP emulator itself: it must behave like the real gateway, or the e2e tests lie."""
 
 import http.client

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """API failures end to end: each maps to its errno, is logged once with the API's own message,
 never leaks the secret, and leaves the daemon serving."""
 

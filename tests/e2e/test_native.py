@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Feeling native: mount(8)'s arguments and options, sites, .by-name links, /.stats,
 SIGHUP, and the log option."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The packages: `make deb` installed system-wide, then ncloudfs mounted through mount(8) and
 an fstab line the way boot does it, then removed; and `make rpm`.
 

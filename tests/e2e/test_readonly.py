@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Every way of writing answers EROFS, everywhere in the tree; reads keep working."""
 
 import errno

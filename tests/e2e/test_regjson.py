@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """<region>.json: a region's images as one JSON array for jq, in listing order, each image
 as the API gave it; found by name, not listed; exact size; made from the cached listing."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Holding up: retries with backoff, bounded waits, stale-if-error, hostile responses,
 and credential hygiene. Every check counts calls or outcomes; none times anything."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Smoke test of the mount fixture and the daemon: the tree's top and one field."""
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Everyday tools on a real mount (find, grep, stat, tar, cp, cat loops, ls -l, wc),
 their output compared with what the emulator serves."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The tree ncloudfs shows, checked node by node against what the emulator serves.
 
 Expectations are derived from the emulator's JSON (README "The tree"): an object is a

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """NCP API emulator: the three /vserver/v2 server-image calls, signed like the real gateway.
 
 Serves getRegionList, getServerImageList and getServerImageDetail over HTTPS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_decode.c: libFuzzer target for ncp_decode, the decoder of every API
  * answer. The first byte picks the HTTP status, the rest is the body, decoded
  * as each of the three actions. Checks the contract: 0 gives an object, -1 an

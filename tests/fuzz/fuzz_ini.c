@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_ini.c: libFuzzer target for creds_parse_ini, the reader of the
  * credentials file. Parses the input for [DEFAULT] and for the section its
  * first line names, then once more over the first result so keys replace

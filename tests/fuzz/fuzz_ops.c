@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_ops.c: libFuzzer target over sequences of filesystem operations.
  * The input chooses everything the model-based stress test (tests/unit/
  * stress.c) would choose at random: the account (regions, images, names),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_tree.c: libFuzzer target for tree_build, the JSON-to-tree mapping.
  * The input is parsed as the client parses answers; an object is built into
  * a tree, every node is walked through the public calls and compared with the

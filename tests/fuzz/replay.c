@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* replay.c: runs a libFuzzer target over files without libFuzzer, so that
  * `make check` replays the seed corpora with the ordinary compiler (and with
  * SANITIZE=...). Each argument is a file or a directory whose files are read,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """make soak: parallel walkers read a 2,000-image mount while the API fails at random.
 
 Every read must give the exact bytes the README's tree rules derive from the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fakeapi.c: the in-memory NCP account of fakeapi.h. One mutex guards it;
  * answers are parsed afresh from text, so the cache never shares a JSON
  * value with the account. */

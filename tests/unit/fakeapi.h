@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fakeapi.h: an NCP account in memory behind the cache's source interface,
  * for tests with no network: regions and images (kept as JSON text), a
  * clock that only moves when told, per-action failures, gates that hold

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fakefuse.c: the libfuse functions fsops.c replies through, recording the
  * reply in the request instead of writing to /dev/fuse. Directory entries
  * take the room real ones take, so that chunked reads split where the

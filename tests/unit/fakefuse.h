@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fakefuse.h: runs fsops' low-level operations in-process, with no kernel:
  * fakefuse.c defines the libfuse reply functions that fsops.c calls (the
  * test binary's definitions win over the library's), records each reply,

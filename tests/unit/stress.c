@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress.c: a model-based stress test of the cache and inode layer, run by
  * test_stress (random seeds, 8 threads) and fuzz_ops (every choice taken
  * from the fuzzer's input, one thread).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress.h: the model-based stress test of the cache and inode layer
  * (stress.c), shared by test_stress and the fuzz_ops fuzz target. */
 #ifndef STRESS_H

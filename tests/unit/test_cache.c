@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_cache.c: the cache and the inode layer with no network: a fake
  * account and clock (fakeapi.h) behind the cache's source, and fsops run
  * in-process (fakefuse.h). One test per behaviour that once went wrong:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_creds.c: the INI parser, environment precedence and creds_load
  * against temporary files, including what the error messages say (the
  * file and profile) and never say (the secret). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_decode.c: ncp_decode on success bodies (tests/unit/data, from the API
  * guide), both error shapes and hostile bodies; ncp_error_errno; then the
  * whole client against a small HTTP server on 127.0.0.1 (no TLS, no NCP):

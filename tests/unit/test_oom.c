@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_oom.c: every allocation failure answers ENOMEM or EIO and leaves the
  * filesystem serving. The scenario (mount, list, read, .by-name, a change,
  * dropped caches, reclaiming) runs once per N with the Nth allocation made

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sign.c: signature v2 against vectors computed independently with the
  * openssl CLI, and RFC 3986 encoding of query components. */
 #include <string.h>

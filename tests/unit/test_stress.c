@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_stress.c: the model-based stress test (stress.c) over several random
  * accounts, 8 threads each. STRESS_SEED=n runs one seed; STRESS_ROUNDS=n
  * sets the rounds per seed. */

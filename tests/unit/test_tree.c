@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_tree.c: the JSON-to-tree mapping, against golden files: every
  * golden/NAME.json is mapped and dumped (one line per node: path, kind, size,
  * content, codeName) and compared with golden/NAME.expected. Run with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* testhelp.h: a minimal unit-test harness: CHECK records a failure and goes
  * on; TEST_REPORT prints the totals as "N passed, N failed" and gives the
  * exit status. */
