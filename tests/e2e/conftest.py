@@ -2,11 +2,11 @@
 """Fixtures for the e2e tests: the NCP emulator, and ncloudfs mounts that always clean up.
 
 `emulator` is a fresh emulator per test (`@pytest.mark.emulator(images=N, notfound=
-"empty", latency=S, seed=S)` changes how it starts); `emulator_module` is shared by a
-module; `make_emulator(**same)` starts more. `mount(*opts, env=None, emulator=None,
-expect_fail=False, api_opts=True)` runs ./ncloudfs -f on a fresh mountpoint; at
-teardown it is unmounted and its output must hold no error/warning line that the test
-did not allow with `m.allow_log(regex)`.
+"empty", latency=S, seed=S, page_cap=N, overlap=K)` changes how it starts);
+`emulator_module` is shared by a module; `make_emulator(**same)` starts more.
+`mount(*opts, env=None, emulator=None, expect_fail=False, api_opts=True)` runs
+./ncloudfs -f on a fresh mountpoint; at teardown it is unmounted and its output must
+hold no error/warning line that the test did not allow with `m.allow_log(regex)`.
 """
 
 import re
@@ -24,7 +24,8 @@ LOG_PROBLEM = re.compile(r"error|warning", re.IGNORECASE)
 def pytest_configure(config):
     """Register the emulator marker."""
     config.addinivalue_line("markers", "emulator(**options): options for the emulator fixture "
-                                       "(images, seed, latency, notfound, http)")
+                                       "(images, seed, latency, notfound, http, page_cap, "
+                                       "overlap)")
 
 
 def stop_and_check(emulator):

@@ -85,13 +85,15 @@ class Emulator:
     """One emulator subprocess and a client for its control API and its API."""
 
     def __init__(self, workdir, cert=None, key=None, http=False, images=20, seed=1,
-                 latency=0.0, notfound="400", access_key=ACCESS_KEY, secret_key=SECRET_KEY):
+                 latency=0.0, notfound="400", access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                 page_cap=0, overlap=0):
         """Describe an emulator; certificate made in workdir unless given or http."""
         self.workdir = Path(workdir)
         self.http = http
         self.cert, self.key = cert, key
         self.options = ["--images", str(images), "--seed", str(seed), "--latency", str(latency),
-                        "--notfound", notfound]
+                        "--notfound", notfound, "--page-cap", str(page_cap),
+                        "--overlap", str(overlap)]
         self.access_key, self.secret_key = access_key, secret_key
         self.proc = None
         self.port = None
@@ -187,7 +189,10 @@ class Emulator:
         return self.control("GET", "counts")
 
     def requests(self):
-        """Return the recent API requests: action, method, target, status, conn."""
+        """Return the recent API requests, oldest first: action, method, target, status, conn,
+        received and answered (the emulator's time.time() when the request arrived and when
+        its answer went out), latency (the delay it added), and retry_after (the Retry-After
+        header) if one was sent."""
         return self.control("GET", "requests")
 
     def reset(self):
@@ -198,10 +203,18 @@ class Emulator:
         """Delay API answers (of one action, or all)."""
         self.control("POST", "latency", {"seconds": seconds, "action": action})
 
-    def fault(self, kind, action="*", count=1, retry_after=1, match=""):
-        """Queue a fault for the next count matching calls (-1: until cleared)."""
-        self.control("POST", "fault", {"kind": str(kind), "action": action, "count": count,
-                                       "retry_after": retry_after, "match": match})
+    def fault(self, kind, action="*", count=1, retry_after=None, match="",
+              retry_after_date=False):
+        """Queue a fault for the next count matching calls (-1: until cleared).
+
+        A 429 carries Retry-After: retry_after (default 1); a 503 only when retry_after is
+        given. retry_after_date sends it as an HTTP-date retry_after seconds ahead."""
+        body = {"kind": str(kind), "action": action, "count": count, "match": match}
+        if retry_after is not None:
+            body["retry_after"] = retry_after
+        if retry_after_date:
+            body["retry_after_date"] = True
+        self.control("POST", "fault", body)
 
     def chaos(self, rate, kinds=None, hang_seconds=3, retry_after=1, seed=None):
         """Fail each API call with probability rate, a kind picked from kinds (0: off)."""
@@ -244,6 +257,11 @@ class Emulator:
     def notfound(self, mode):
         """Answer a missing image with HTTP 400 ("400") or an empty list ("empty")."""
         self.control("POST", "notfound", {"mode": str(mode)})
+
+    def paging(self, cap=0, overlap=0):
+        """Cap getServerImageList pages at cap rows and/or make each page start overlap rows
+        before the end of the one before (0 turns each off); see the emulator's doc."""
+        self.control("POST", "paging", {"cap": cap, "overlap": overlap})
 
     def clock(self, skew_ms):
         """Shift the emulator's clock by skew_ms."""

@@ -6,7 +6,28 @@ Serves getRegionList, getServerImageList and getServerImageDetail over HTTPS
 (or HTTP with --http) on 127.0.0.1, with API Gateway signature v2 checks, the
 gateway's and the service's error shapes, and a control API under /_emu/ (no
 auth, JSON) for tests: counters, latency, injected faults, random faults
-("chaos"), data edits.
+("chaos"), data edits, paging quirks, and a log of recent requests with the
+emulator's own timestamps ("received" when the request arrived, "answered" when
+the answer, or the dropped connection, went out; epoch seconds as floats; and
+"latency", the delay the emulator added before answering).
+
+Paging quirks of getServerImageList (--page-cap/--overlap, or POST /_emu/paging):
+  cap N: a gateway that answers at most N rows a page. It pages by the size it
+    really serves: with S = min(pageSize, N), page k covers rows (k-1)*S ..
+    k*S-1, so a client that keeps asking for the next page number until it has
+    totalRows distinct rows (a short page does not mean the end) lists
+    everything. totalRows stays the true total.
+  overlap K: rows shift between pages, as when images are created during a
+    listing: each page after the first starts K rows before the end of the page
+    before it, so page k covers rows (k-1)*(S-K) .. (k-1)*(S-K)+S-1 and the last
+    K rows of page k come again at the start of page k+1. totalRows is
+    unchanged; a client must count distinct rows and drop the repeats. K is
+    taken as at most S-1 so that every page brings something new.
+
+Retry-After: a 429 fault always carries one (retry_after seconds, default 1); a
+503 fault carries one when the fault gives retry_after. With "retry_after_date"
+the header is an HTTP-date (RFC 7231 IMF-fixdate) retry_after seconds ahead,
+rounded up to the next whole second, instead of delta seconds.
 
 Sample data, deterministic for a given --seed: KR/3135 is the API guide's
 example; KR has --images more numbered from 100001, SGN and JPN five each
@@ -20,10 +41,12 @@ description with spaces and punctuation.
 import argparse
 import base64
 import copy
+import email.utils
 import hashlib
 import hmac
 import http.server
 import json
+import math
 import os
 import random
 import signal
@@ -250,7 +273,7 @@ class ControlError(Exception):
 class State:
     """Everything the emulator holds: data, counters, faults; guarded by one lock."""
 
-    def __init__(self, data, access_key, secret_key, latency, notfound):
+    def __init__(self, data, access_key, secret_key, latency, notfound, page_cap=0, overlap=0):
         """Start with the given data, credentials and behaviour."""
         self.lock = threading.Lock()
         self.data = data
@@ -259,6 +282,8 @@ class State:
         self.secret_key = secret_key
         self.latency = {"*": latency}
         self.notfound = notfound
+        self.page_cap = page_cap
+        self.overlap = overlap
         self.skew_ms = 0
         self.faults = []
         self.release = threading.Event()
@@ -288,15 +313,21 @@ class State:
             self.conn_serial += 1
             return self.conn_serial
 
-    def record(self, action, status, conn, method, target):
-        """Count one finished API request."""
+    def record(self, action, status, conn, method, target, received, answered, latency,
+               retry_after):
+        """Count one finished API request; log it with its times, the latency it was given
+        and the Retry-After it was sent (if any)."""
         with self.lock:
             if action in self.calls:
                 self.calls[action] += 1
                 key = "%s %d" % (action, status)
                 self.calls_by_status[key] = self.calls_by_status.get(key, 0) + 1
-            self.requests.append({"action": action, "method": method, "target": target,
-                                  "status": status, "conn": conn})
+            entry = {"action": action, "method": method, "target": target, "status": status,
+                     "conn": conn, "received": received, "answered": answered,
+                     "latency": latency}
+            if retry_after is not None:
+                entry["retry_after"] = retry_after
+            self.requests.append(entry)
             del self.requests[:-REQUEST_LOG_SIZE]
 
     def counts(self):
@@ -367,7 +398,8 @@ class State:
                 return None
             kind = self.chaos_rng.choice(chaos["kinds"])
             self.chaos_counts[kind] = self.chaos_counts.get(kind, 0) + 1
-            return {"kind": kind, "retry_after": chaos["retry_after"],
+            retry_after = chaos["retry_after"] if kind == "429" else None
+            return {"kind": kind, "retry_after": retry_after,
                     "hang_seconds": chaos["hang_seconds"]}
 
     def clear_faults(self):
@@ -387,21 +419,28 @@ class State:
                 return
 
     def delay(self, action):
-        """Sleep the latency configured for action (interruptible by shutdown)."""
-        seconds = self.latency.get(action, self.latency["*"])
+        """Sleep the latency configured for action (interruptible by shutdown); return it."""
+        with self.lock:
+            seconds = self.latency.get(action, self.latency["*"])
         if seconds > 0:
             self.stopping.wait(seconds)
+        return seconds
 
 
-def first_page(params):
-    """Return (offset, size) from pageNo/pageSize, raising ServiceError when invalid."""
+def first_page(params, cap=0, overlap=0):
+    """Return (offset, size) from pageNo/pageSize, raising ServiceError when invalid.
+
+    A page cap and an overlap shape the pages as the module doc says."""
     size = int_param(params, "pageSize", MAX_PAGE_SIZE)
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ServiceError(SVC_INVALID_PARAM, "pageSize must be between 1 and 1000")
     page = int_param(params, "pageNo", 0)
     if page < 0:
         raise ServiceError(SVC_INVALID_PARAM, "pageNo must not be negative")
-    return max(page - 1, 0) * size, size
+    if cap > 0:
+        size = min(size, cap)
+    step = size - min(overlap, size - 1)
+    return max(page - 1, 0) * step, size
 
 
 def int_param(params, name, default):
@@ -432,7 +471,9 @@ def api_region_list(state, params):
 def api_image_list(state, params):
     """getServerImageList: filter by serverImageNoList.N, then one page."""
     region = region_param(state, params)
-    offset, size = first_page(params)
+    with state.lock:
+        cap, overlap = state.page_cap, state.overlap
+    offset, size = first_page(params, cap, overlap)
     wanted = {v for k, v in params.items() if k.startswith("serverImageNoList.")}
     images = state.images_sorted(region)
     if wanted:
@@ -513,7 +554,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- answering -------------------------------------------------------
 
     def send(self, status, body, content_type=JSON_TYPE, headers=(), length=None):
-        """Send a complete answer (Content-Length always set)."""
+        """Send a complete answer (Content-Length always set); note when it went out."""
+        self.answered = time.time()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -535,6 +577,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def drop(self, rst):
         """Close the connection without answering, with a TCP reset if rst."""
+        self.answered = time.time()
         if rst:
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
@@ -543,6 +586,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def api(self, path, body):
         """Authenticate, count, delay, fault or answer one API call."""
+        received = time.time()
+        self.answered = None
+        self.latency = 0
+        self.retry_after = None
         state = self.server.state
         action = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else None
         action = action if action in API_HANDLERS else None
@@ -551,7 +598,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with state.lock:
                 state.api_connections += 1
         status = self.answer_api(state, action, body)
-        state.record(action, status, self.conn, self.command, self.path)
+        state.record(action, status, self.conn, self.command, self.path, received,
+                     self.answered or time.time(), self.latency, self.retry_after)
 
     def answer_api(self, state, action, body):
         """Answer one API call; return the HTTP status sent (0 if none)."""
@@ -565,7 +613,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                      % self.path.partition("?")[0])
         params = self.params(body)
         as_json = params.get("responseFormatType", "").lower() == "json"
-        state.delay(action)
+        self.latency = state.delay(action)
         query = self.path.partition("?")[2] + "&" + body.decode("utf-8", "replace")
         fault = state.take_fault(action, query) or state.take_chaos()
         if fault:
@@ -623,7 +671,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Misbehave as the fault says; return the status sent (0 if none)."""
         kind = fault["kind"]
         if kind in GATEWAY_FAULTS:
-            headers = [("Retry-After", str(fault["retry_after"]))] if kind == "429" else []
+            headers = []
+            seconds = fault.get("retry_after")
+            if kind == "429" and seconds is None:
+                seconds = 1
+            if kind in ("429", "503") and seconds is not None:
+                if fault.get("retry_after_date"):
+                    self.retry_after = email.utils.formatdate(
+                        math.ceil(time.time() + seconds), usegmt=True)
+                else:
+                    self.retry_after = str(seconds)
+                headers.append(("Retry-After", self.retry_after))
             return self.send_gateway(GATEWAY_FAULTS[kind], "Injected fault.", headers)
         if kind in ("hang", "reset"):
             if kind == "hang":
@@ -702,7 +760,9 @@ def ctl_latency(state, arg, query):
 
 
 def ctl_fault(state, arg, query):
-    """POST /_emu/fault {"action", "kind", "count"?, "retry_after"?, "match"?}."""
+    """POST /_emu/fault {"action", "kind", "count"?, "retry_after"?, "retry_after_date"?,
+    "match"?}: retry_after (seconds) is sent on a 429 (default 1) or a 503 (none unless
+    given); retry_after_date sends it as an HTTP-date that many seconds ahead."""
     action = arg.get("action", "*")
     kind = str(arg["kind"])
     count = int(arg.get("count", 1))
@@ -712,8 +772,14 @@ def ctl_fault(state, arg, query):
         raise ControlError("unknown fault kind %r" % kind)
     if count == 0 or count < -1:
         raise ControlError("count must be positive or -1")
+    retry_after = arg.get("retry_after")
+    if retry_after is not None:
+        retry_after = int(retry_after)
+        if retry_after < 0:
+            raise ControlError("retry_after must not be negative")
     state.add_fault({"action": action, "kind": kind, "count": count,
-                     "retry_after": int(arg.get("retry_after", 1)),
+                     "retry_after": retry_after,
+                     "retry_after_date": bool(arg.get("retry_after_date", False)),
                      "match": str(arg.get("match", ""))})
     return 200, {"ok": True}
 
@@ -797,6 +863,23 @@ def ctl_notfound(state, arg, query):
     return 200, {"ok": True}
 
 
+def rows_arg(arg, name):
+    """Return arg[name] as a row count, 0 (off) when absent; raise ControlError if negative."""
+    rows = int(arg.get(name) or 0)
+    if rows < 0:
+        raise ControlError("%s must not be negative" % name)
+    return rows
+
+
+def ctl_paging(state, arg, query):
+    """POST /_emu/paging {"cap"?, "overlap"?}: page cap and overlap of getServerImageList
+    (rows; 0 or absent turns each off), as the module doc says."""
+    cap, overlap = rows_arg(arg, "cap"), rows_arg(arg, "overlap")
+    with state.lock:
+        state.page_cap, state.overlap = cap, overlap
+    return 200, {"ok": True}
+
+
 def ctl_clock(state, arg, query):
     """POST /_emu/clock {"skew_ms"}: shift the emulator's clock."""
     state.skew_ms = int(arg["skew_ms"])
@@ -818,6 +901,7 @@ CONTROL = {
     ("GET", "/_emu/images"): ctl_list_images,
     ("POST", "/_emu/notfound"): ctl_notfound,
     ("POST", "/_emu/clock"): ctl_clock,
+    ("POST", "/_emu/paging"): ctl_paging,
 }
 
 
@@ -859,13 +943,14 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 def make_server(port=0, access_key="AK", secret_key="SK", images=20, seed=1, latency=0.0,
-                notfound="400", cert=None, key=None, verbose=False):
+                notfound="400", cert=None, key=None, verbose=False, page_cap=0, overlap=0):
     """Return a bound (not yet serving) emulator; HTTPS when cert and key are given."""
     context = None
     if cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-    state = State(generate_data(images, seed), access_key, secret_key, latency, notfound)
+    state = State(generate_data(images, seed), access_key, secret_key, latency, notfound,
+                  page_cap, overlap)
     return Server(port, state, context, verbose)
 
 
@@ -891,10 +976,16 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--notfound", choices=("400", "empty"), default="400")
+    p.add_argument("--page-cap", type=int, default=0, metavar="N",
+                   help="answer at most N rows a page (0: no cap)")
+    p.add_argument("--overlap", type=int, default=0, metavar="K",
+                   help="start each page K rows before the end of the one before")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     if not args.http and not (args.cert and args.key):
         p.error("--cert and --key are required unless --http")
+    if args.page_cap < 0 or args.overlap < 0:
+        p.error("--page-cap and --overlap must not be negative")
     return args
 
 
@@ -903,7 +994,7 @@ def main(argv=None):
     args = parse_args(argv)
     server = make_server(args.port, args.access_key, args.secret_key, args.images, args.seed,
                          args.latency, args.notfound, None if args.http else args.cert,
-                         args.key, args.verbose)
+                         args.key, args.verbose, args.page_cap, args.overlap)
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="serve",
