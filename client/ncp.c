@@ -921,8 +921,13 @@ static int retryable(enum outcome how, long status)
 static void backoff(const struct ncp_client *c, int attempt, double retry_after)
 {
 	double cap = 0.25 * (double)(1u << (attempt < 5 ? attempt : 5)), wait;
-	unsigned int seed = (unsigned int)(uintptr_t)&cap ^ (unsigned int)time(NULL);
 	struct timespec ts;
+	unsigned int seed;
+
+	/* Seeded from the clock's nanoseconds: two backoffs in one second (or
+	 * of two threads) do not draw the same jitter. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	seed = (unsigned int)ts.tv_nsec ^ (unsigned int)ts.tv_sec ^ (unsigned int)(uintptr_t)&cap;
 
 	if (cap > 8)
 		cap = 8;

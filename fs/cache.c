@@ -876,14 +876,32 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 			err = -ncp_error_errno(&e);
 			break;
 		}
+		size_t distinct = seen.n;
+
 		got = json_array_size(part);
 		err = rows_add_page(rows, region, part);
 		for (size_t i = before; i < rows->n && !err; i++) {
 			if (seen_add(&seen, rows->nos[i]) < 0)
 				err = -ENOMEM;
 		}
-		if (got == 0 || (long)seen.n >= total)
+		if (err || (long)seen.n >= total)
 			break;
+		/* A gateway that ends early, or repeats itself (ignoring pageNo),
+		 * ends the listing here, said once rather than 10,000 calls later. */
+		if (got == 0 || seen.n == distinct) {
+			log_msg(LOG_LVL_WARNING,
+				"getServerImageList %s: page %ld brought %s; the listing has %zu "
+				"of "
+				"the %ld images totalRows announced",
+				region, page, got ? "no image not already listed" : "no image",
+				seen.n, total);
+			break;
+		}
+		if (page == MAX_LIST_PAGES)
+			log_msg(LOG_LVL_WARNING,
+				"getServerImageList %s: stopped after %d pages with %zu of the %ld "
+				"images totalRows announced",
+				region, MAX_LIST_PAGES, seen.n, total);
 	}
 	free(seen.no);
 	return err;

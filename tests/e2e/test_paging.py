@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Listing a region through a gateway that caps or shifts its pages, and waiting as long as
 Retry-After says, on real mounts. Listings are checked against the emulator's images and
 counted in calls; waits are measured with the emulator's own request times, lower bounds

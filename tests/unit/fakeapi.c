@@ -319,6 +319,8 @@ static int fake_page(void *arg, const char *region, long page_no, long page_size
 		return -1;
 	}
 	size = f->page_cap && f->page_cap < page_size ? f->page_cap : page_size;
+	if (f->overlap < 0)
+		page_no = 1; /* a gateway that ignores pageNo */
 	from = (page_no - 1) * size - (f->overlap && page_no > 1 ? page_no - 1 : 0);
 	list = json_array();
 	for (long i = from < 0 ? 0 : from; i < from + size && i < (long)r->n; i++)

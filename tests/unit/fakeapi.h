@@ -40,8 +40,9 @@ void fake_gate(struct fake_api *f, enum fake_action a, int closed);
 void fake_wait_gated(struct fake_api *f, enum fake_action a, int n);
 
 /* Listing shapes: at most cap rows per page (0: as asked); overlap repeats
- * each page's last row first on the next page; total (if > 0) is the
- * totalRows reported whatever the truth. */
+ * each page's last row first on the next page (-1: every page is the first,
+ * as from a gateway that ignores pageNo); total (if > 0) is the totalRows
+ * reported whatever the truth. */
 void fake_pages(struct fake_api *f, long cap, int overlap, long total);
 /* Detail answers describe image `other` instead of the one asked (0: off). */
 void fake_wrong_detail(struct fake_api *f, uint64_t other);

@@ -251,49 +251,66 @@ static void test_tree_limit(void)
 	json_decref(o);
 }
 
+/* A region KR of n images; the pages shaped as fake_pages says. */
+static struct fake_api *region_of_n(uint64_t n)
+{
+	struct fake_api *api = fake_new();
+
+	fake_add_region(api, "KR");
+	for (uint64_t no = 1; no <= n; no++)
+		put(api, "KR", no, "img");
+	return api;
+}
+
+/* Lists KR on a new mount with pages shaped so: the entries (free them),
+ * each name once. */
+static size_t list_shaped(struct fake_api *api, long cap, int overlap, long total,
+			  struct ff_dirent **d)
+{
+	struct fsops *fs;
+	size_t n = 0;
+
+	fake_pages(api, cap, overlap, total);
+	fs = mount_fake(api, 60, 5, 0);
+	CHECK(ff_readdir_all(fs, region_ino_of(fs, "KR"), 65536, 0, d, &n) == 0);
+	for (size_t i = 0; i + 1 < n; i++) {
+		for (size_t j = i + 1; j < n; j++)
+			CHECK(strcmp((*d)[i].name, (*d)[j].name) != 0);
+	}
+	fsops_free(fs);
+	return n;
+}
+
 /* A gateway that caps pages below pageSize: the listing goes on while
  * totalRows says more remain; an empty page ends a lying total. */
 static void test_capped_pages(void)
 {
-	struct fake_api *api = fake_new();
+	struct fake_api *api = region_of_n(250);
 	struct ff_dirent *d;
-	struct fsops *fs;
-	uint64_t kr;
-	size_t n;
 
-	fake_add_region(api, "KR");
-	for (uint64_t no = 1; no <= 250; no++)
-		put(api, "KR", no, "img");
-	fake_pages(api, 100, 0, 0);
-	fs = mount_fake(api, 60, 5, 0);
-	kr = region_ino_of(fs, "KR");
-	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
-	CHECK(n == 252);
+	CHECK(list_shaped(api, 100, 0, 0, &d) == 252);
 	CHECK(fake_calls(api, FAKE_LIST) == 3);
 	free(d);
-	fsops_free(fs);
-
-	fake_pages(api, 100, 0, 1000000); /* totalRows lies */
-	fs = mount_fake(api, 60, 5, 0);
-	kr = region_ino_of(fs, "KR");
-	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
-	CHECK(n == 252);
-	CHECK(fake_calls(api, FAKE_LIST) == 3 + 4); /* three pages and an empty one */
+	/* totalRows lies: three pages and an empty one */
+	CHECK(list_shaped(api, 100, 0, 1000000, &d) == 252);
+	CHECK(fake_calls(api, FAKE_LIST) == 3 + 4);
 	free(d);
-	fsops_free(fs);
-
 	/* a row shifting onto the next page is neither lost nor listed twice */
-	fake_pages(api, 100, 1, 0);
-	fs = mount_fake(api, 60, 5, 0);
-	kr = region_ino_of(fs, "KR");
-	CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0);
-	CHECK(n == 252);
-	for (size_t i = 0; i + 1 < n; i++) {
-		for (size_t j = i + 1; j < n; j++)
-			CHECK(strcmp(d[i].name, d[j].name) != 0);
-	}
+	CHECK(list_shaped(api, 100, 1, 0, &d) == 252);
 	free(d);
-	fsops_free(fs);
+	fake_free(api);
+}
+
+/* A gateway that ignores pageNo: the listing ends when a page brings no new
+ * image, after two calls, not ten thousand. */
+static void test_stuck_pages(void)
+{
+	struct fake_api *api = region_of_n(2500);
+	struct ff_dirent *d;
+
+	CHECK(list_shaped(api, 0, -1, 0, &d) == 1000 + 2);
+	CHECK(fake_calls(api, FAKE_LIST) == 2);
+	free(d);
 	fake_free(api);
 }
 
@@ -704,6 +721,7 @@ int main(void)
 	test_by_name_long_names();
 	test_flight_across_growth();
 	test_capped_pages();
+	test_stuck_pages();
 	test_wrong_detail();
 	test_readdir_chunks();
 	test_readdir_across_reclaim();
