@@ -44,12 +44,15 @@ def make(cwd, *targets):
 def tarball(tmp_path):
     """`make dist` in a copy of the checkout (the tree stays clean): the tarball's path."""
     copy = tmp_path / "checkout"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(emu.REPO), str(copy)],
-                   check=True, timeout=60)
-    # what is not committed yet is part of the sources too, as for `make deb`
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=emu.REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    if (emu.REPO / ".git").exists():
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(emu.REPO), str(copy)],
+                       check=True, timeout=60)
+        # what is not committed yet is part of the sources too, as for `make deb`
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], cwd=emu.REPO, capture_output=True,
+                                check=True).stdout.decode().split("\0")
+    else:  # an unpacked tarball: its MANIFEST says what the sources are
+        listed = (emu.REPO / "MANIFEST").read_text().split("\n") + ["MANIFEST"]
     for name in filter(None, listed):
         if (emu.REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)

@@ -356,7 +356,8 @@ def test_names_that_cannot_exist_answer_enoent_without_asking(emulator, mount):
                  image / "blockStorageMappingList" / "-1",
                  image / "blockStorageMappingList" / "0" / "noSuchField",
                  image / "sharedLoginIdList" / "0",
-                 m.path / "XX", m.path / "kr", m.path / "KR.json", m.path / "3135"):
+                 m.path / "XX", m.path / "kr", m.path / "MARS.json", m.path / "kr.json",
+                 m.path / "3135"):
         assert_errno(errno.ENOENT, os.stat, path)
     calls = emulator.counts()["calls"]
     assert calls["getServerImageDetail"] == 0 and calls["getServerImageList"] == 0, calls

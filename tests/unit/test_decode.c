@@ -910,7 +910,7 @@ static int requests_now(void)
 static void test_loopback_retries(void)
 {
 	char url[128], eb[256];
-	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, 0.5, 1 };
+	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, 30, 1 };
 	struct ncp_client *c;
 	struct ncp_error err;
 	json_t *j = NULL;
@@ -934,6 +934,14 @@ static void test_loopback_retries(void)
 	CHECK(ncp_image_detail(c, "KR", "other", &j, &err) == -1);
 	CHECK(err.http_status == 500 && err.attempts == 2 && requests_now() - before == 2);
 
+	ncp_client_free(c);
+
+	/* a timeout is tried again (a client with a short timeout) */
+	cfg.timeout_s = 0.5;
+	c = ncp_client_new(&cfg, eb, sizeof(eb));
+	CHECK(c != NULL);
+	if (!c)
+		return;
 	before = requests_now();
 	CHECK(ncp_image_detail(c, "KR", "slow", &j, &err) == -1);
 	CHECK(err.http_status == 0 && err.attempts == 2 && requests_now() - before == 2);
