@@ -56,6 +56,8 @@ struct mimage {
 	int region;
 	int present;		   /* in the account now */
 	int present_ok, absent_ok; /* was present / absent since the last drop */
+	int stale_ok;		   /* was present before it: may be served stale */
+	int fresh_from;		   /* v[fresh_from..] are the versions since the drop */
 	struct version *v;	   /* every version since the last drop, */
 	int nv;			   /* the last one current */
 };
@@ -242,23 +244,54 @@ static void model_mutate(struct stress_rng *seed)
 	put_version(mi, v);
 }
 
-/* The caches were dropped: from now on only the current account may show. */
+/* The caches were dropped: from now on only the current account may show,
+ * except that with stale set, a failed refresh may still serve the last good
+ * answer from before the drop (stale-if-error). */
 static void model_fresh(void)
 {
 	for (size_t i = 0; i < M.n; i++) {
 		struct mimage *mi = &M.img[i];
 
-		for (int k = 0; k < mi->nv - 1; k++)
-			free(mi->v[k].name);
-		if (mi->nv > 1) {
-			mi->v[0] = mi->v[mi->nv - 1];
-			mi->nv = 1;
+		if (stale > 0) {
+			mi->stale_ok |= mi->present_ok;
+		} else {
+			for (int k = 0; k < mi->nv - 1; k++)
+				free(mi->v[k].name);
+			if (mi->nv > 1) {
+				mi->v[0] = mi->v[mi->nv - 1];
+				mi->nv = 1;
+			}
 		}
+		mi->fresh_from = mi->nv - 1;
 		mi->present_ok = mi->present;
 		mi->absent_ok = !mi->present;
 	}
 	for (int r = 0; r < NREG; r++)
 		M.exact[r] = 1;
+}
+
+/* Failures are injected this round and stale answers may stand in. */
+static int stale_served(void)
+{
+	return faults && stale > 0;
+}
+
+/* Version k of mi may show now. */
+static int version_ok(const struct mimage *mi, int k)
+{
+	return k >= mi->fresh_from || stale_served();
+}
+
+/* mi may be found now. */
+static int found_ok(const struct mimage *mi)
+{
+	return mi->present_ok || (mi->stale_ok && stale_served());
+}
+
+/* Nothing changed in region r since the drop, and nothing stale can show. */
+static int exact(int r)
+{
+	return M.exact[r] && !stale_served();
 }
 
 static void model_free(void)
@@ -357,6 +390,9 @@ static void check_image(struct worker *w, struct mimage *mi, uint64_t img)
 	os[olen] = '\0';
 	for (int k = 0; k < mi->nv && !match; k++) {
 		const struct version *v = &mi->v[k];
+
+		if (!version_ok(mi, k))
+			continue;
 		size_t l = strlen(v->name);
 		char vs[16];
 
@@ -395,8 +431,12 @@ static void op_image(struct worker *w)
 	}
 	err = ff_lookup(fs, region_ino[r], no, &img, &st);
 	if (err == 0) {
-		if (!mi || !mi->present_ok) {
-			fail("%s/%s found, never there since the drop", region_code[r], no);
+		if (!mi || !found_ok(mi)) {
+			struct mimage *any = model_find(strtoull(no, NULL, 10));
+
+			fail("%s/%s found, never there since the drop (it is in %s, %s; faults %d)",
+			     region_code[r], no, any ? region_code[any->region] : "no region",
+			     any && any->present ? "present" : "absent", faults);
 			return;
 		}
 		if (!S_ISDIR(st.st_mode))
@@ -405,7 +445,7 @@ static void op_image(struct worker *w)
 		if (rnd(w->rng, 2))
 			ff_forget(fs, img, 1);
 	} else if (err == -ENOENT) {
-		if (mi && !mi->absent_ok)
+		if (mi && !mi->absent_ok && !stale_served())
 			fail("%s/%s: ENOENT, yet present since the drop", region_code[r], no);
 	} else if (!injected(err)) {
 		fail("%s/%s: lookup: %s", region_code[r], no, strerror(-err));
@@ -428,13 +468,15 @@ static void op_json(struct worker *w)
 	err = read_child(region_ino[mi->region], name, &data, &len, NULL);
 	if (err) {
 		/* ESTALE: two refreshes passed between the lookup and the read */
-		if (!(err == -ENOENT && mi->absent_ok) && err != -ESTALE && !injected(err))
+		if (!(err == -ENOENT && (mi->absent_ok || stale_served())) && err != -ESTALE &&
+		    !injected(err))
 			fail("%s: %s", name, strerror(-err));
 		return;
 	}
 	j = json_loadb(data, len, 0, NULL);
 	for (int k = 0; j && k < mi->nv && !match; k++)
-		match = json_is_string(json_object_get(j, "serverImageName")) &&
+		match = version_ok(mi, k) &&
+			json_is_string(json_object_get(j, "serverImageName")) &&
 			!strcmp(json_string_value(json_object_get(j, "serverImageName")),
 				mi->v[k].name) &&
 			json_integer_value(json_object_get(j, "version")) == mi->v[k].version;
@@ -486,12 +528,13 @@ static void op_regjson(struct worker *w)
 				       json_object_get(item, "serverImageNo")))
 				fail("%s: %s twice", name, no);
 		for (int v = 0; mi && v < mi->nv && !match; v++)
-			match = json_is_string(json_object_get(item, "serverImageName")) &&
+			match = version_ok(mi, v) &&
+				json_is_string(json_object_get(item, "serverImageName")) &&
 				!strcmp(json_string_value(json_object_get(item, "serverImageName")),
 					mi->v[v].name) &&
 				json_integer_value(json_object_get(item, "version")) ==
 					mi->v[v].version;
-		if (!mi || mi->region != r || !mi->present_ok || !match)
+		if (!mi || mi->region != r || !found_ok(mi) || !match)
 			fail("%s: item %zu (%s) is no version of an image listed there", name, i,
 			     no ? no : "no number");
 	}
@@ -568,14 +611,14 @@ static void op_readdir_region(struct worker *w, int r, int serial)
 	for (size_t i = 0; i < k; i++) {
 		struct mimage *mi = model_find(strtoull(d[i].name, NULL, 10));
 
-		if (!mi || mi->region != r || !mi->present_ok)
+		if (!mi || mi->region != r || !found_ok(mi))
 			fail("readdir %s: %s was never there since the drop", region_code[r],
 			     d[i].name);
 		else if (ino_split(d[i].ino).kind != INO_K_NODE || ino_split(d[i].ino).node)
 			fail("readdir %s: %s has inode %" PRIx64, region_code[r], d[i].name,
 			     d[i].ino);
 	}
-	if (M.exact[r] || serial) {
+	if (exact(r) || serial) {
 		for (size_t i = 0; i < M.n; i++)
 			want += M.img[i].region == r && M.img[i].present;
 		if (k != want)
@@ -627,13 +670,16 @@ static void op_by_name(struct worker *w, int r, int serial)
 			continue;
 		}
 		mi = strncmp(target, "../", 3) ? NULL : model_find(strtoull(target + 3, NULL, 10));
-		if (!mi || mi->region != r || !mi->present_ok) {
+		if (!mi || mi->region != r || !found_ok(mi)) {
 			fail(".by-name/%.40s -> %s: no such image", d[i].name, target);
 			continue;
 		}
 		seen[mi - M.img] = 1;
 		for (int v = 0; v < mi->nv && !match; v++) {
 			const char *name = mi->v[v].name, *dn = d[i].name;
+
+			if (!version_ok(mi, v))
+				continue;
 			size_t sl = strlen(target + 3) + 1, dl = strlen(dn);
 
 			if (!usable(name))
@@ -646,7 +692,7 @@ static void op_by_name(struct worker *w, int r, int serial)
 		if (!match)
 			fail(".by-name/%.40s -> %s: the image is not named so", d[i].name, target);
 	}
-	if (M.exact[r] || serial) {
+	if (exact(r) || serial) {
 		for (size_t i = 0; i < M.n; i++) {
 			struct mimage *mi = &M.img[i];
 			int plain = 1;
