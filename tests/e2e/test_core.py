@@ -169,6 +169,36 @@ def test_sighup_during_a_fetch_leaves_it_unfresh(emulator, mount):
     assert answered() == 2
 
 
+# x86_64: stat, lstat, newfstatat, statx; write, writev.
+STAT_CALLS = {4, 6, 262, 332}
+WRITE_CALLS = {1, 20}
+
+
+def in_syscall(pid, tid, numbers):
+    """Tell whether thread tid of pid is blocked in one of these system calls; return its
+    first argument (a file descriptor for writes), or None."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if not fields or fields[0] in ("running", "-1") or int(fields[0]) not in numbers:
+        return None
+    return int(fields[1], 16)
+
+
+def daemon_writing_to_fuse(pid):
+    """Tell whether a thread of the daemon is blocked writing to /dev/fuse."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        fd = in_syscall(pid, int(tid), WRITE_CALLS)
+        try:
+            if fd is not None and os.readlink("/proc/%d/fd/%d" % (pid, fd)) == "/dev/fuse":
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def test_unmount_finishes_with_lookups_queued(emulator, mount):
     """SIGTERM while the kernel holds lookups nobody will answer and a SIGHUP's notes
     wait behind them: the daemon still exits, and the mount goes."""
@@ -176,12 +206,18 @@ def test_unmount_finishes_with_lookups_queued(emulator, mount):
     region = m.path / "KR"
     os.listdir(region)
     emulator.latency(3, DETAIL)
+    lookups = []
     for i in range(12):
-        threading.Thread(target=os.path.exists, args=(region / str(800000 + i),),
-                         daemon=True).start()
-    time.sleep(1)  # let the lookups reach the kernel's queue (ordering, not a timing check)
+        t = threading.Thread(target=os.path.exists, args=(region / str(800000 + i),),
+                             daemon=True)
+        t.start()
+        lookups.append(t)
+    # Every lookup is asleep in its stat(2), in the daemon or in the kernel's queue.
+    wait_until(lambda: all(in_syscall(os.getpid(), t.native_id, STAT_CALLS) for t in lookups
+                           if t.is_alive()), "the lookups to block in stat(2)")
     m.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    # The SIGHUP's notes: the notifier is stuck writing one to /dev/fuse.
+    wait_until(lambda: daemon_writing_to_fuse(m.proc.pid), "the notifier to block on a note")
     m.proc.send_signal(signal.SIGTERM)
     try:
         code = m.proc.wait(timeout=60)
