@@ -3,6 +3,7 @@
 ("The tree"), and small helpers shared by the end-to-end tests, the soak and the bench."""
 
 import json
+import time
 
 
 def is_code(value):
@@ -50,3 +51,31 @@ def errno_of(fn, *args):
     except OSError as e:
         return e.errno
     return None
+
+
+def stats(mountpoint):
+    """The mount's /.stats as a dict of integers."""
+    out = {}
+    for line in read(mountpoint / ".stats").splitlines():
+        key, _, value = line.partition(": ")
+        out[key] = int(float(value))
+    return out
+
+
+def wait_until(predicate, what, seconds=60):
+    """Poll until predicate() holds; fail saying `what` was not seen if the deadline passes.
+    The deadline only bounds a wait: nothing is concluded from how long it took."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError("waited %d s for %s" % (seconds, what))
+        time.sleep(0.02)
+
+
+def wait_fetches_started(mountpoint, misses, n=1, seconds=60):
+    """Wait until /.stats cache_misses is misses + n: n fetches have gone to the API.
+    (The daemon counts a miss as it starts the fetch; the emulator counts a call only once
+    it has answered, so a hanging call shows there only after it is released.)"""
+    wait_until(lambda: stats(mountpoint)["cache_misses"] >= misses + n,
+               "%d fetch(es) to start (cache_misses %d -> %d)" % (n, misses, misses + n),
+               seconds)

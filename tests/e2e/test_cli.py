@@ -236,17 +236,23 @@ def test_default_gateway_when_none_is_given(emulator, mount):
 
 # --- bad command lines --------------------------------------------------------------
 
+SECONDS_0 = "expected a number of seconds (0 or more)"
+SECONDS_ABOVE_0 = "expected a number of seconds above 0"
+THREADS = "expected a whole number from 1 to 1024"
+
+
 @pytest.mark.parametrize("option, words", [
-    ("ttl=abc", ["ttl", "abc"]),
-    ("ttl=-1", ["ttl", "-1"]),
-    ("ttl=", ["ttl"]),
-    ("timeout=0", ["timeout", "0"]),
-    ("timeout=-5", ["timeout"]),
-    ("negative_ttl=x", ["negative_ttl", "x"]),
-    ("max_threads=0", ["max_threads", "0"]),
-    ("max_threads=many", ["max_threads"]),
-    ("cafile=/nonexistent/ca.pem", ["cafile", "/nonexistent/ca.pem"]),
-    ("nosuchoption", ["nosuchoption"]),
+    ("ttl=abc", ["ncloudfs: invalid ttl 'abc': " + SECONDS_0]),
+    ("ttl=-1", ["ncloudfs: invalid ttl '-1': " + SECONDS_0]),
+    ("ttl=", ["ncloudfs: invalid ttl '': " + SECONDS_0]),
+    ("timeout=0", ["ncloudfs: invalid timeout '0': " + SECONDS_ABOVE_0]),
+    ("timeout=-5", ["ncloudfs: invalid timeout '-5': " + SECONDS_ABOVE_0]),
+    ("negative_ttl=x", ["ncloudfs: invalid negative_ttl 'x': " + SECONDS_0]),
+    ("max_threads=0", ["ncloudfs: invalid max_threads '0': " + THREADS]),
+    ("max_threads=many", ["ncloudfs: invalid max_threads 'many': " + THREADS]),
+    ("cafile=/nonexistent/ca.pem",
+     ["ncloudfs: cannot read cafile '/nonexistent/ca.pem': No such file or directory"]),
+    ("nosuchoption", ["unknown option", "nosuchoption"]),
 ])
 def test_bad_option_refuses_before_mounting(emulator, mount, option, words):
     """A bad option value exits non-zero before mounting, with a message naming it."""
@@ -260,15 +266,18 @@ def test_no_mountpoint_refuses():
     env.update(NCLOUD_ACCESS_KEY_ID="x", NCLOUD_SECRET_ACCESS_KEY="y")
     done = run_daemon("-f", "-o", "api_url=" + DEAD, env=env)
     assert done.returncode != 0
-    assert "mountpoint" in done.stderr, done
+    assert "ncloudfs: no mountpoint given" in done.stderr, done
 
 
 def test_missing_mountpoint_directory_refuses(emulator, mount, tmp_path):
-    """A mountpoint that does not exist exits non-zero."""
+    """A mountpoint that does not exist exits non-zero, naming it and the errno."""
     env = emu.daemon_env(emulator, mount.home)
+    missing = tmp_path / "no" / "such" / "dir"
     done = run_daemon("-f", "-o", "api_url=" + emulator.url + ",cafile=" + emulator.cafile,
-                      str(tmp_path / "no" / "such" / "dir"), env=env)
+                      str(missing), env=env)
     assert done.returncode != 0, done
+    assert "bad mount point" in done.stderr and str(missing) in done.stderr, done
+    assert "No such file or directory" in done.stderr, done
 
 
 # --- unmounting --------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 
 import emu
 import pytest
-from expect import read
+from expect import read, wait_until, wait_fetches_started
 
 DETAIL, LIST, REGIONS = "getServerImageDetail", "getServerImageList", "getRegionList"
 # Sanitizers' allocators keep freed memory: RSS tells nothing there.
@@ -138,10 +138,10 @@ def test_missing_numbers_are_reclaimed(emulator, mount):
 
 def test_sighup_during_a_fetch_leaves_it_unfresh(emulator, mount):
     """An answer on its way when SIGHUP drops the caches is not kept as fresh."""
-    m = mount("ttl=60")
+    m = mount("ttl=60", "timeout=120")  # only clear_faults below ends the hang
     path = m.path / "KR" / "3135" / "osType"
     os.listdir(m.path)  # the region list, before the slow call
-    emulator.latency(1.5, DETAIL)
+    emulator.fault("hang", action=DETAIL, count=1)
     done = threading.Event()
     result = {}
 
@@ -149,22 +149,55 @@ def test_sighup_during_a_fetch_leaves_it_unfresh(emulator, mount):
         result["value"] = read(path)
         done.set()
 
+    def answered():
+        return emulator.counts()["calls_by_status"].get(DETAIL + " 200", 0)
+
     misses = stats(m)["cache_misses"]
     t = threading.Thread(target=reader, daemon=True)
     t.start()
-    deadline = time.monotonic() + 10
-    while stats(m)["cache_misses"] == misses and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert stats(m)["cache_misses"] == misses + 1  # the detail call is on its way
+    wait_fetches_started(m.path, misses)  # the detail call is on its way, hung
     assert not done.is_set()
     m.proc.send_signal(signal.SIGHUP)
-    assert done.wait(30)
+    wait_until(lambda: "SIGHUP: dropped every cache" in m.log(), "the SIGHUP's drop")
+    assert not done.is_set()
+    emulator.clear_faults()  # the hung call is dropped; the daemon's retry is answered
+    assert done.wait(60)
     assert result["value"] == "UBUNTU\n"
-    emulator.latency(0, DETAIL)
+    assert answered() == 1
     assert read(path) == "UBUNTU\n"
-    assert calls(emulator)[DETAIL] == 2
+    assert answered() == 2
     assert read(path) == "UBUNTU\n"
-    assert calls(emulator)[DETAIL] == 2
+    assert answered() == 2
+
+
+# x86_64: stat, lstat, newfstatat, statx; write, writev.
+STAT_CALLS = {4, 6, 262, 332}
+WRITE_CALLS = {1, 20}
+
+
+def in_syscall(pid, tid, numbers):
+    """Tell whether thread tid of pid is blocked in one of these system calls; return its
+    first argument (a file descriptor for writes), or None."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if not fields or fields[0] in ("running", "-1") or int(fields[0]) not in numbers:
+        return None
+    return int(fields[1], 16)
+
+
+def daemon_writing_to_fuse(pid):
+    """Tell whether a thread of the daemon is blocked writing to /dev/fuse."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        fd = in_syscall(pid, int(tid), WRITE_CALLS)
+        try:
+            if fd is not None and os.readlink("/proc/%d/fd/%d" % (pid, fd)) == "/dev/fuse":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def exists_at(fd, name):
@@ -186,11 +219,17 @@ def test_unmount_finishes_with_lookups_queued(emulator, mount):
     # lookups in the region itself (through a descriptor: no walk from the root, whose
     # attributes the kernel does not keep), so that they hold the region's lock
     fd = os.open(region, os.O_RDONLY | os.O_DIRECTORY)
+    lookups = []
     for i in range(12):
-        threading.Thread(target=exists_at, args=(fd, str(800000 + i)), daemon=True).start()
-    time.sleep(1)  # let the lookups reach the kernel's queue (ordering, not a timing check)
+        t = threading.Thread(target=exists_at, args=(fd, str(800000 + i)), daemon=True)
+        t.start()
+        lookups.append(t)
+    # Every lookup is asleep in its stat(2), in the daemon or in the kernel's queue.
+    wait_until(lambda: all(in_syscall(os.getpid(), t.native_id, STAT_CALLS) for t in lookups
+                           if t.is_alive()), "the lookups to block in stat(2)")
     m.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    # The SIGHUP's notes: the notifier is stuck writing one to /dev/fuse.
+    wait_until(lambda: daemon_writing_to_fuse(m.proc.pid), "the notifier to block on a note")
     m.proc.send_signal(signal.SIGTERM)
     try:
         code = m.proc.wait(timeout=60)

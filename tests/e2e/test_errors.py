@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import emu
-from expect import read, errno_of
+from expect import read, errno_of, stats, wait_fetches_started
 
 DETAIL = "getServerImageDetail"
 # kind -> text of the API's message the log line must hold (None: the API sent none).
@@ -162,7 +162,7 @@ def test_hang_times_out_with_eio(emulator, mount):
 
 def test_hung_image_does_not_block_other_images(emulator, mount):
     """While one image's request hangs, other images of the same region are still served."""
-    m = mount("timeout=30")
+    m = mount("timeout=120")  # only clear_faults below ends the hang (the emulator's, 60 s)
     m.allow_log(r"error: getServerImageDetail KR/100011: ")
     os.stat(m.path / "KR")
     emulator.fault("hang", action=DETAIL, count=-1, match="serverImageNo=100011")
@@ -177,18 +177,21 @@ def test_hung_image_does_not_block_other_images(emulator, mount):
 
     hung = threading.Thread(target=reader, args=("100011",), daemon=True)
     other = threading.Thread(target=reader, args=("100012",), daemon=True)
+    misses = stats(m.path)["cache_misses"]
     hung.start()
     try:
-        hung.join(0.5)  # let its lookup reach the daemon and the emulator
+        wait_fetches_started(m.path, misses)  # 100011's detail call is at the emulator, hung
         other.start()
-        other.join(15)  # the hung request holds out for 30 s: finishing sooner proves no blocking
+        other.join(60)
+        assert not other.is_alive(), "reading 100012 waited for the hung 100011"
         assert results.get("100012") == "100012\n", results
-        assert hung.is_alive()
+        assert hung.is_alive() and "100011" not in results, results
     finally:
         emulator.clear_faults()
-        hung.join(20)
+        hung.join(60)
         if other.ident:
-            other.join(20)
+            other.join(60)
+    assert not hung.is_alive(), "the hung read did not end once the emulator let go"
     assert results["100011"] in (errno.EIO, "100011\n")
     assert_serving_and_clean_exit(m)
 

@@ -97,7 +97,9 @@ def test_api_url_wins_over_site(emulator, mount):
 def test_unknown_sites_are_refused(mount, opt, env):
     """An unknown site exits 1 before mounting, saying which sites exist."""
     m = mount(*([opt] if opt else []), env=env, expect_fail=True)
-    assert m.returncode != 0 and "public, gov or fin" in m.log()
+    assert m.returncode != 0
+    site = "'mars'" if opt else "'moon' (from NCLOUD_SITE)"
+    assert "ncloudfs: invalid site %s: expected public, gov or fin" % site in m.log(), m.log()
 
 
 # --- .by-name -----------------------------------------------------------------------------
@@ -222,9 +224,11 @@ def test_log_to_a_file_and_reopen_on_sighup(emulator, mount, tmp_path):
 
 
 def test_a_log_file_that_cannot_be_opened_is_refused(mount):
-    """log=/nonexistent/dir/file exits 1 before mounting."""
+    """log=/nonexistent/dir/file exits 1 before mounting, naming it and the errno."""
     m = mount("log=/nonexistent/dir/ncloudfs.log", expect_fail=True)
-    assert m.returncode != 0 and "log" in m.log()
+    assert m.returncode != 0
+    assert ("ncloudfs: invalid log '/nonexistent/dir/ncloudfs.log': No such file or directory"
+            in m.log()), m.log()
 
 
 def test_a_site_asked_for_beats_the_profiles_gateway(emulator, mount):
