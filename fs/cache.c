@@ -30,6 +30,7 @@
 struct flight {
 	uint32_t seq;	  /* bumped when a fetch lands */
 	uint32_t waiters; /* readers waiting for the fetch in progress */
+	uint32_t epoch;	  /* the cache's epoch when the fetch started */
 	int16_t err;	  /* -errno of the last fetch, 0 for success */
 	uint8_t busy;
 };
@@ -557,11 +558,18 @@ static void slot_free(struct cache *c, uint32_t idx)
 	tree_unref(s->tree);
 	tree_unref(s->prev);
 	s->tree = s->prev = NULL;
-	s->gen = (uint16_t)(s->gen + 2);
 	s->state = SLOT_FREE;
+	c->nlive--;
+	if ((uint16_t)(s->gen + 2) < s->gen) {
+		/* Its generations are used up: reused, it would give an inode
+		 * the kernel may still hold (a cwd, an open file) another
+		 * image's data. It stays out of use, a few bytes. */
+		c->stats.reclaimed++;
+		return;
+	}
+	s->gen = (uint16_t)(s->gen + 2);
 	s->next_free = c->free_head;
 	c->free_head = idx + 1;
-	c->nlive--;
 	c->stats.reclaimed++;
 }
 
@@ -1181,17 +1189,27 @@ static int obtain(struct cache *c, struct obj o)
 	double started;
 	int err;
 
-	if (has_answer(c, o, 0) && is_fresh(c, f->fetched, ttl_of(c, o))) {
-		c->stats.hits++;
-		return 0;
-	}
-	if (f->flight.busy) {
-		c->stats.coalesced++;
+	for (;;) {
+		int older;
+
+		if (has_answer(c, o, 0) && is_fresh(c, f->fetched, ttl_of(c, o))) {
+			c->stats.hits++;
+			return 0;
+		}
+		if (!f->flight.busy)
+			break;
+		/* A fetch started before the caches were dropped is waited for,
+		 * not joined: "the next access fetches afresh". */
+		older = f->flight.epoch != c->epoch;
+		if (!older)
+			c->stats.coalesced++;
 		seq = f->flight.seq;
 		f->flight.waiters++;
 		while ((f = fr_of(c, o))->flight.seq == seq)
 			pthread_cond_wait(&c->cond, &c->lock);
 		f->flight.waiters--;
+		if (older)
+			continue;
 		if (f->flight.err)
 			return f->flight.err;
 		return has_answer(c, o, 0) ? 0 : -EIO;
@@ -1199,6 +1217,7 @@ static int obtain(struct cache *c, struct obj o)
 	f->flight.busy = 1;
 	c->stats.misses++;
 	epoch = c->epoch;
+	f->flight.epoch = epoch;
 	memset(&rq, 0, sizeof(rq));
 	memset(&a, 0, sizeof(a));
 	if (o.kind != K_REGIONS)

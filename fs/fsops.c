@@ -42,6 +42,7 @@ struct note {
 };
 
 struct regdoc;
+static void regdoc_unref(struct fsops *fs, struct regdoc *d);
 
 struct fsops {
 	struct cache *cache;
@@ -219,6 +220,21 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double wait)
 
 /* Tells the kernel what changed, drops directory listings when they expire,
  * and gives back cache memory now and then. */
+unsigned fsops_reclaim(struct fsops *fs)
+{
+	struct regdoc *docs[MAX_REGIONS];
+
+	/* <region>.json snapshots hold listings and trees: let them go first
+	 * (a reader holding one keeps it), so that their memory can come back */
+	pthread_mutex_lock(&fs->lock);
+	memcpy(docs, fs->regdoc, sizeof(docs));
+	memset(fs->regdoc, 0, sizeof(fs->regdoc));
+	pthread_mutex_unlock(&fs->lock);
+	for (uint32_t r = 0; r < MAX_REGIONS; r++)
+		regdoc_unref(fs, docs[r]);
+	return cache_reclaim(fs->cache);
+}
+
 static void *notifier(void *arg)
 {
 	struct fsops *fs = arg;
@@ -226,17 +242,21 @@ static void *notifier(void *arg)
 
 	pthread_mutex_lock(&fs->lock);
 	while (!atomic_load(&fs->stopping)) {
-		size_t nexp = 0, nnotes = fs->nnotes;
-		struct note *notes = fs->notes;
-		double next = take_expired(fs, expired, &nexp);
+		size_t nexp = 0, nnotes;
+		struct note *notes;
+		double next;
 
 		if (now_mono() >= fs->next_scan) {
 			pthread_mutex_unlock(&fs->lock);
-			cache_reclaim(fs->cache);
+			fsops_reclaim(fs);
 			pthread_mutex_lock(&fs->lock);
 			fs->next_scan = now_mono() + scan_interval(fs);
 			continue;
 		}
+		/* taken only now, so that none is lost to a scan */
+		nnotes = fs->nnotes;
+		notes = fs->notes;
+		next = take_expired(fs, expired, &nexp);
 		if (nnotes || nexp) {
 			fs->notes = NULL;
 			fs->nnotes = fs->notes_cap = 0;
@@ -436,7 +456,7 @@ struct regdoc {
 	uint32_t changes;
 	uint32_t n;
 	struct tree **trees;
-	uint64_t *ends; /* ends[i]: just past image i's text and ",\n" */
+	uint64_t *ends; /* ends[i]: just past image i's text and ",\n" (or "\n]\n") */
 	uint64_t size;
 	int64_t mtime;
 };
@@ -501,6 +521,8 @@ static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t change
 		d->ends[d->n++] = at;
 	}
 	d->size = d->n ? at + 1 : 3; /* the last is followed by "\n]\n", not ",\n" */
+	if (d->n)
+		d->ends[d->n - 1] = d->size;
 	*out = d;
 	return 0;
 }
@@ -792,9 +814,11 @@ static int lookup_byname(struct fsops *fs, uint32_t region, const char *name,
 		return err;
 	err = cache_names_find(names, name, &i) < 0 ? -ENOENT : 0;
 	slot = err ? 0 : cache_names_slot(names, i);
-	cache_names_unref(fs->cache, names);
+	/* while names holds the listing, so that the slot cannot be reclaimed
+	 * and reused by another image in between */
 	if (!err)
 		err = link_attr(fs, slot, e);
+	cache_names_unref(fs->cache, names);
 	if (!err)
 		set_timeouts(e, *left < e->entry_timeout ? *left : e->entry_timeout);
 	return err;
@@ -1480,7 +1504,9 @@ int fsops_start(struct fsops *fs, struct fuse_session *se, const char *mountpoin
 		return -1;
 	if (pthread_create(&fs->thread, NULL, notifier, fs) != 0)
 		return -1;
-	fs->running = 1;
+	pthread_mutex_lock(&fs->lock);
+	fs->running = 1; /* read by fsops_drop_caches (the SIGHUP thread) */
+	pthread_mutex_unlock(&fs->lock);
 	return 0;
 }
 
@@ -1556,9 +1582,11 @@ void fsops_stop(struct fsops *fs)
 	double deadline;
 	int done;
 
-	if (!fs->running)
-		return;
 	pthread_mutex_lock(&fs->lock);
+	if (!fs->running) {
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
 	atomic_store(&fs->stopping, 1);
 	pthread_cond_signal(&fs->cond);
 	pthread_cond_broadcast(&fs->drained);
@@ -1575,7 +1603,9 @@ void fsops_stop(struct fsops *fs)
 		abort_connection(fs);
 	}
 	pthread_join(fs->thread, NULL);
+	pthread_mutex_lock(&fs->lock);
 	fs->running = 0;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 void fsops_free(struct fsops *fs)

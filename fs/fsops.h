@@ -35,6 +35,9 @@ void fsops_stop(struct fsops *fs);
 /* Forgets every cached answer and tells the kernel to forget what it holds,
  * so that the next access fetches afresh (SIGHUP). */
 void fsops_drop_caches(struct fsops *fs);
+/* Gives back memory no longer needed (what the notifier does every
+ * clamp(ttl, 1, 60) seconds): the number of image slots freed. */
+unsigned fsops_reclaim(struct fsops *fs);
 /* The cache (borrowed), for signals and statistics. */
 struct cache *fsops_cache(struct fsops *fs);
 

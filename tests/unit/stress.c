@@ -780,7 +780,7 @@ static void op_world(struct worker *w)
 		fsops_drop_caches(fs);
 		break;
 	case 2:
-		cache_reclaim(fsops_cache(fs));
+		fsops_reclaim(fs);
 		break;
 	default:
 		if (faults)

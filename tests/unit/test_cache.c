@@ -6,9 +6,11 @@
  * capped pages, readdir offsets, reclaiming, dropped caches. */
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fakeapi.h"
 #include "fakefuse.h"
@@ -455,6 +457,105 @@ static void test_readdir_across_reclaim(void)
 	fake_free(a.api);
 }
 
+/* A slot reused 32,768 times (lookups of a missing number, reclaimed each
+ * time) would wrap its 16-bit generation: an inode the kernel still holds
+ * for the first image must never name another's data. */
+static void test_generation_wrap(void)
+{
+	struct fake_api *api = fake_new();
+	struct fsops *fs;
+	uint64_t kr, img = 0, name = 0;
+	char *text = NULL;
+	size_t len = 0;
+	int cycled = 0;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "first-image");
+	fs = mount_fake(api, 1, 1, 0);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_lookup(fs, kr, "1", &img, NULL) == 0);
+	CHECK(ff_lookup(fs, img, "serverImageName", &name, NULL) == 0);
+	fake_advance(api, 5);
+	CHECK(fsops_reclaim(fs) == 1);
+	while (cycled < 32767) {
+		CHECK(ff_lookup(fs, kr, "999", NULL, NULL) == -ENOENT);
+		fake_advance(api, 2);
+		if (fsops_reclaim(fs) != 1)
+			break;
+		cycled++;
+	}
+	CHECK(cycled == 32767);
+	put(api, "KR", 2, "SECOND-IMAGE");
+	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == 0);
+	CHECK(ff_getattr(fs, img, NULL) == -ESTALE);
+	CHECK(ff_read(fs, name, 0, 4096, &text, &len) == -ESTALE);
+	free(text);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* <region>.json of 0, 1, 2 and 7 images: its size is exact, it parses, and
+ * a read at any offset (the last byte alone included, as the kernel reads a
+ * last page) gives the bytes of the whole. */
+static void test_regjson_layout(void)
+{
+	static const unsigned sizes[] = { 0, 1, 2, 7 };
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		struct fake_api *api = region_of_n(sizes[k]);
+		struct fsops *fs = mount_fake(api, 60, 5, 0);
+		char *whole = NULL, *part = NULL;
+		size_t len = 0, plen = 0;
+		uint64_t ino = 0;
+		struct stat st;
+		json_t *j;
+
+		CHECK(ff_lookup(fs, INO_ROOT, "KR.json", &ino, &st) == 0);
+		CHECK(ff_read(fs, ino, 0, 1 << 20, &whole, &len) == 0);
+		CHECK(whole && len == (size_t)st.st_size);
+		j = whole ? json_loadb(whole, len, 0, NULL) : NULL;
+		CHECK(json_is_array(j) && json_array_size(j) == sizes[k]);
+		json_decref(j);
+		for (size_t off = 0; whole && off <= len + 1; off++) {
+			CHECK(ff_read(fs, ino, (int64_t)off, off % 3 ? 1 : 5, &part, &plen) == 0);
+			CHECK(plen == (off >= len      ? 0
+				       : off % 3       ? 1
+				       : len - off < 5 ? len - off
+						       : 5));
+			CHECK(!plen || memcmp(part, whole + off, plen) == 0);
+			free(part);
+			part = NULL;
+		}
+		free(whole);
+		fsops_free(fs);
+		fake_free(api);
+	}
+}
+
+/* A read <region>.json holds nothing back: its images are given back as
+ * any others (the snapshot is let go of first). */
+static void test_regjson_reclaim(void)
+{
+	struct fake_api *api = region_of_n(100);
+	struct fsops *fs = mount_fake(api, 10, 5, 30);
+	struct cache_stats st;
+	char *text = NULL;
+	size_t len = 0;
+	uint64_t ino = 0;
+
+	CHECK(ff_lookup(fs, INO_ROOT, "KR.json", &ino, NULL) == 0);
+	CHECK(ff_read(fs, ino, 0, 1 << 20, &text, &len) == 0 && len > 0);
+	free(text);
+	for (uint64_t no = 1; no <= 100; no++)
+		fake_delete(api, "KR", no);
+	fake_advance(api, 41); /* past ttl + stale */
+	CHECK(fsops_reclaim(fs) == 100);
+	cache_get_stats(fsops_cache(fs), &st);
+	CHECK(st.images == 0 && st.bytes == 0);
+	fsops_free(fs);
+	fake_free(api);
+}
+
 /* Missing numbers, deleted images and old data are given back. */
 static void test_reclaim(void)
 {
@@ -546,6 +647,47 @@ static void test_drop_during_fetch(void)
 	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
 	CHECK(ff_lookup(fs, a.kr, "1", NULL, NULL) == 0);
 	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+/* A reader that comes after the caches were dropped waits for a fetch
+ * started before the drop but does not take its answer: it fetches afresh
+ * and sees the account as it is after the drop. */
+static void test_no_join_after_drop(void)
+{
+	struct fake_api *api = fake_new();
+	struct lookup_arg a, b;
+	pthread_t ta, tb;
+	struct fsops *fs;
+	uint64_t kr, node = 0;
+	char *name = NULL;
+	size_t len = 0;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "before-drop");
+	fs = mount_fake(api, 60, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	a = (struct lookup_arg){ fs, kr, "1", -1, 0 };
+	b = a;
+	fake_gate(api, FAKE_DETAIL, 1);
+	pthread_create(&ta, NULL, lookup_thread, &a);
+	fake_wait_gated(api, FAKE_DETAIL, 1);
+	fsops_drop_caches(fs);
+	put(api, "KR", 1, "after-drop");
+	pthread_create(&tb, NULL, lookup_thread, &b);
+	/* give b time to reach the flight (ordering only: the checks below
+	 * hold whichever comes first) */
+	nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
+	fake_gate(api, FAKE_DETAIL, 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	CHECK(a.err == 0 && b.err == 0);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	CHECK(ff_lookup(fs, b.ino, "serverImageName", &node, NULL) == 0);
+	CHECK(ff_read(fs, node, 0, 4096, &name, &len) == 0);
+	CHECK(name && len == 11 && memcmp(name, "after-drop\n", 11) == 0);
+	free(name);
 	fsops_free(fs);
 	fake_free(api);
 }
@@ -726,7 +868,11 @@ int main(void)
 	test_readdir_chunks();
 	test_readdir_across_reclaim();
 	test_reclaim();
+	test_regjson_layout();
+	test_generation_wrap();
+	test_regjson_reclaim();
 	test_drop_during_fetch();
+	test_no_join_after_drop();
 	test_single_flight();
 	test_ttl_and_stale();
 	test_changes_after_ttl();
