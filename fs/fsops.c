@@ -609,6 +609,10 @@ static int regdoc_read(struct regdoc *d, uint64_t off, size_t size, char *buf, s
 		text = tree_json_text(d->trees[i], &tlen);
 		if (!text)
 			return -ENOMEM;
+		if (tlen + (i + 1 < d->n ? 1 : 2) != d->ends[i] - at) {
+			free(text); /* not the text the layout was made for */
+			return -EIO;
+		}
 		regdoc_copy(buf, off, size, text, at, tlen - 1);
 		regdoc_copy(buf, off, size, i + 1 < d->n ? ",\n" : "\n]\n", at + tlen - 1,
 			    i + 1 < d->n ? 2 : 3);

@@ -457,11 +457,17 @@ static json_t *node_to_json(const struct tree *t, uint32_t i)
 		j = n->type == J_OBJECT ? json_object() : json_array();
 		for (uint32_t c = n->a; j && c < n->a + n->b; c++) {
 			json_t *cj = node_to_json(t, c);
+			int rc = !cj ? -1
+				 : n->type == J_OBJECT
+					 ? json_object_set_new(j, t->pool + t->nodes[c].name, cj)
+					 : json_array_append_new(j, cj);
 
-			if (n->type == J_OBJECT)
-				json_object_set_new(j, t->pool + t->nodes[c].name, cj);
-			else
-				json_array_append_new(j, cj);
+			/* all or nothing: a part left out would read as another
+			 * image (and its size be kept) */
+			if (rc < 0) {
+				json_decref(j);
+				return NULL;
+			}
 		}
 		return j;
 	case J_CODE:
@@ -495,8 +501,11 @@ char *tree_json_text(struct tree *t, size_t *len)
 	size_t n = j ? json_dumpb(j, NULL, 0, JSON_FLAGS) : 0;
 	char *buf = n ? malloc(n + 1) : NULL;
 
+	if (buf && json_dumpb(j, buf, n, JSON_FLAGS) != n) {
+		free(buf); /* out of memory while writing it */
+		buf = NULL;
+	}
 	if (buf) {
-		json_dumpb(j, buf, n, JSON_FLAGS);
 		buf[n] = '\n';
 		*len = n + 1;
 		atomic_store(&t->json_size, n + 1);

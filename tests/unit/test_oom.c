@@ -187,6 +187,7 @@ static int scenario(struct fsops *fs, struct fake_api *api)
 		return bad;
 	read_dir(fs, kr, &bad, &n);
 	read_file(fs, kr, "5.json", &bad);
+	read_file(fs, INO_ROOT, "KR.json", &bad);
 	if (ff_lookup(fs, kr, "5", &img, NULL) == 0) {
 		read_file(fs, img, "serverImageName", &bad);
 		read_file(fs, img, "osType", &bad);
@@ -210,10 +211,32 @@ static int scenario(struct fsops *fs, struct fake_api *api)
 	read_file(fs, kr, "404", &bad);
 	cache_drop_all(fsops_cache(fs));
 	read_dir(fs, kr, &bad, &n);
+	read_file(fs, INO_ROOT, "KR.json", &bad);
 	fake_advance(api, 61);
-	cache_reclaim(fsops_cache(fs));
+	fsops_reclaim(fs);
 	read_file(fs, kr, "7.json", &bad);
 	return bad;
+}
+
+static int regjson_whole(struct fsops *fs, size_t images)
+{
+	uint64_t ino = 0;
+	struct stat st;
+	char *data = NULL;
+	size_t len = 0;
+	json_t *j = NULL;
+	int ok = ff_lookup(fs, INO_ROOT, "KR.json", &ino, &st) == 0 &&
+		 ff_read(fs, ino, 0, (size_t)st.st_size + 1, &data, &len) == 0 &&
+		 len == (size_t)st.st_size;
+
+	exempt++;
+	if (ok)
+		j = json_loadb(data, len, 0, NULL);
+	ok = ok && json_is_array(j) && json_array_size(j) == images;
+	json_decref(j);
+	free(data);
+	exempt--;
+	return ok;
 }
 
 /* With allocations working: the filesystem answers everything right. */
@@ -238,6 +261,9 @@ static int serving(struct fsops *fs)
 	if (ok)
 		read_dir(fs, byname, &bad, &n);
 	ok = ok && !bad && n == 40 + 2;
+	/* KR.json whole, as its size says, and valid: nothing left out of an
+	 * image while allocations failed is kept */
+	ok = ok && regjson_whole(fs, 40);
 	return ok;
 }
 
