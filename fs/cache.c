@@ -1050,6 +1050,7 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 		}
 		ids_unref_locked(c, r->listing);
 		r->listing = ids;
+		r->changes++;
 	} else {
 		ids_unref_locked(c, ids);
 	}
@@ -1289,6 +1290,11 @@ uint32_t cache_region_changes(struct cache *c, uint32_t region)
 	return n;
 }
 
+double cache_now(struct cache *c)
+{
+	return now_mono(c);
+}
+
 int cache_prime_regions(struct cache *c, json_t *regions)
 {
 	double now;
@@ -1420,7 +1426,8 @@ static int listing_locked(struct cache *c, uint32_t region, int held)
 	return obtain(c, o);
 }
 
-int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids **out, double *left)
+int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids **out, double *left,
+		  uint32_t *changes)
 {
 	int err;
 
@@ -1432,6 +1439,8 @@ int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids *
 		*out = ids_ref(r->listing);
 		if (left)
 			*left = left_of(c, r->fr.fetched, c->opts.ttl);
+		if (changes)
+			*changes = r->changes;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return err;
@@ -1489,6 +1498,7 @@ unsigned cache_reclaim(struct cache *c)
 			r->names = NULL;
 			ids_unref_locked(c, r->listing);
 			r->listing = NULL;
+			r->changes++;
 			r->fr.fetched = -1;
 		}
 	}

@@ -102,14 +102,17 @@ const char *cache_region_code(struct cache *c, uint32_t region);
 /* Wall-clock time the region list / a listing last changed (directory mtime). */
 int64_t cache_regions_mtime(struct cache *c);
 int64_t cache_listing_mtime(struct cache *c, uint32_t region);
-/* A count that moves whenever an image of the region changes. */
+/* A count that moves whenever an image of the region, or its listing,
+ * changes (cache_listing gives it with the listing, when asked). */
 uint32_t cache_region_changes(struct cache *c, uint32_t region);
+/* The cache's clock (monotonic seconds). */
+double cache_now(struct cache *c);
 
 /* The images listed in a region (slot ids), fetching every page if stale,
  * or, when held is set, only if none is held at all. 0 and a new reference,
  * or -errno. */
 int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids **out,
-		  double *ttl_left);
+		  double *ttl_left, uint32_t *changes);
 /* The region list likewise, for the rest of a directory read. */
 int cache_regions_held(struct cache *c, struct cache_ids **out, double *ttl_left);
 /* Drops a reference taken by cache_regions or cache_listing. */

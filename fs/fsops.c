@@ -43,12 +43,16 @@ struct note {
 
 struct regdoc;
 static void regdoc_unref(struct fsops *fs, struct regdoc *d);
+static const char *regdoc_code(const struct regdoc *d);
 
 struct fsops {
 	struct cache *cache;
-	struct regdoc *regdoc[MAX_REGIONS]; /* <region>.json, under lock */
-	struct ncp_client *client;	    /* for /.stats; may be NULL */
-	double started;			    /* monotonic, for the uptime in /.stats */
+	/* <region>.json, under lock: the current snapshot, the one it replaced
+	 * (for readers that opened it), and the generation last given */
+	struct regdoc *regdoc[MAX_REGIONS], *regdoc_prev[MAX_REGIONS];
+	uint32_t regdoc_gen[MAX_REGIONS];
+	struct ncp_client *client; /* for /.stats; may be NULL */
+	double started;		   /* monotonic, for the uptime in /.stats */
 	struct fsops_opts opts;
 	uid_t uid;
 	gid_t gid;
@@ -102,6 +106,20 @@ out:
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/* An image of region changed: if a snapshot of it was given out, the
+ * kernel is told to look its name up again (it gets a new inode). */
+static void regjson_changed(struct fsops *fs, uint32_t region)
+{
+	char json[32] = "";
+
+	pthread_mutex_lock(&fs->lock);
+	if (fs->regdoc[region])
+		snprintf(json, sizeof(json), "%s.json", regdoc_code(fs->regdoc[region]));
+	pthread_mutex_unlock(&fs->lock);
+	if (json[0])
+		queue_note(fs, INO_ROOT, json);
+}
+
 static void on_change(void *arg, enum cache_change what, uint32_t region, const char *name)
 {
 	struct fsops *fs = arg;
@@ -114,14 +132,15 @@ static void on_change(void *arg, enum cache_change what, uint32_t region, const 
 	case CACHE_LISTING_CHANGED:
 		queue_note(fs, ino_region(region), NULL);
 		queue_note(fs, ino_byname(region), NULL);
-		queue_note(fs, ino_regjson(region), NULL);
 		queue_note(fs, INO_ROOT, name);
+		snprintf(json, sizeof(json), "%s.json", name);
+		queue_note(fs, INO_ROOT, json); /* a new snapshot, a new inode */
 		break;
 	case CACHE_IMAGE_CHANGED:
 		snprintf(json, sizeof(json), "%s.json", name);
 		queue_note(fs, ino_region(region), name);
 		queue_note(fs, ino_region(region), json);
-		queue_note(fs, ino_regjson(region), NULL);
+		regjson_changed(fs, region);
 		break;
 	}
 }
@@ -220,21 +239,6 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double wait)
 
 /* Tells the kernel what changed, drops directory listings when they expire,
  * and gives back cache memory now and then. */
-unsigned fsops_reclaim(struct fsops *fs)
-{
-	struct regdoc *docs[MAX_REGIONS];
-
-	/* <region>.json snapshots hold listings and trees: let them go first
-	 * (a reader holding one keeps it), so that their memory can come back */
-	pthread_mutex_lock(&fs->lock);
-	memcpy(docs, fs->regdoc, sizeof(docs));
-	memset(fs->regdoc, 0, sizeof(fs->regdoc));
-	pthread_mutex_unlock(&fs->lock);
-	for (uint32_t r = 0; r < MAX_REGIONS; r++)
-		regdoc_unref(fs, docs[r]);
-	return cache_reclaim(fs->cache);
-}
-
 static void *notifier(void *arg)
 {
 	struct fsops *fs = arg;
@@ -452,7 +456,9 @@ static int link_attr(struct fsops *fs, uint32_t slot, struct fuse_entry_param *e
  * newline followed by ",\n" (the last by "\n]\n"); or "[]\n". */
 struct regdoc {
 	unsigned refs; /* under fs->lock */
-	struct cache_ids *ids;
+	uint32_t gen;  /* in its inode number */
+	char code[16]; /* the region's */
+	double used;   /* last given out (the cache's clock), under fs->lock */
 	uint32_t changes;
 	uint32_t n;
 	struct tree **trees;
@@ -474,13 +480,17 @@ static void regdoc_unref(struct fsops *fs, struct regdoc *d)
 		return;
 	for (uint32_t i = 0; i < d->n; i++)
 		tree_unref(d->trees[i]);
-	cache_ids_unref(fs->cache, d->ids);
 	free(d->trees);
 	free(d->ends);
 	free(d);
 }
 
-/* Builds the snapshot of listing ids (a reference it takes over). */
+static const char *regdoc_code(const struct regdoc *d)
+{
+	return d->code;
+}
+
+/* Builds the snapshot of listing ids (a reference it lets go of). */
 static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t changes, int64_t mtime,
 			struct regdoc **out)
 {
@@ -501,7 +511,6 @@ static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t change
 		return -ENOMEM;
 	}
 	d->refs = 1;
-	d->ids = ids;
 	d->changes = changes;
 	d->mtime = mtime;
 	for (uint32_t i = 0; i < ids->n; i++) {
@@ -515,36 +524,40 @@ static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t change
 		if (!len) {
 			d->n++;
 			regdoc_unref(fs, d);
+			cache_ids_unref(fs->cache, ids);
 			return -ENOMEM;
 		}
 		at += len + 1; /* less its newline, plus ",\n" */
 		d->ends[d->n++] = at;
 	}
-	d->size = d->n ? at + 1 : 3; /* the last is followed by "\n]\n", not ",\n" */
+	cache_ids_unref(fs->cache, ids); /* the trees are kept; the listing need not be */
+	d->size = d->n ? at + 1 : 3;	 /* the last is followed by "\n]\n", not ",\n" */
 	if (d->n)
 		d->ends[d->n - 1] = d->size;
 	*out = d;
 	return 0;
 }
 
-/* The snapshot of region's listing as it is now (fetching the listing if it
- * is stale, or, with held, only if none is held): 0 and a reference. */
-static int regdoc_get(struct fsops *fs, uint32_t region, int held, struct regdoc **out,
-		      double *left)
+/* The snapshot of region's listing as it is now, for a lookup (fetching the
+ * listing if it is stale): 0 and a reference. A new snapshot gets a new
+ * generation, so a new inode; the one it replaces is kept for the readers
+ * that have it open. */
+static int regdoc_current(struct fsops *fs, uint32_t region, const char *code, struct regdoc **out,
+			  double *left)
 {
-	struct regdoc *d, *old;
+	struct regdoc *d, *gone;
 	struct cache_ids *ids;
 	uint32_t changes;
 	int err;
 
-	err = cache_listing(fs->cache, region, held, &ids, left);
+	err = cache_listing(fs->cache, region, 0, &ids, left, &changes);
 	if (err)
 		return err;
-	changes = cache_region_changes(fs->cache, region);
 	pthread_mutex_lock(&fs->lock);
 	d = fs->regdoc[region];
-	if (d && d->ids == ids && d->changes == changes) {
+	if (d && d->changes == changes) {
 		d->refs++;
+		d->used = cache_now(fs->cache);
 		pthread_mutex_unlock(&fs->lock);
 		cache_ids_unref(fs->cache, ids);
 		*out = d;
@@ -554,14 +567,65 @@ static int regdoc_get(struct fsops *fs, uint32_t region, int held, struct regdoc
 	err = regdoc_build(fs, ids, changes, cache_listing_mtime(fs->cache, region), &d);
 	if (err)
 		return err;
+	snprintf(d->code, sizeof(d->code), "%s", code);
 	pthread_mutex_lock(&fs->lock);
-	old = fs->regdoc[region];
+	d->gen = ++fs->regdoc_gen[region];
+	d->used = cache_now(fs->cache);
+	gone = fs->regdoc_prev[region];
+	fs->regdoc_prev[region] = fs->regdoc[region];
 	fs->regdoc[region] = d;
 	d->refs++;
 	pthread_mutex_unlock(&fs->lock);
-	regdoc_unref(fs, old);
+	regdoc_unref(fs, gone);
 	*out = d;
 	return 0;
+}
+
+/* The snapshot an inode names: 0 and a reference, or -ESTALE once it is
+ * gone (two newer ones made since, or let go of unused). */
+static int regdoc_of(struct fsops *fs, const struct ino_parts *p, struct regdoc **out)
+{
+	const uint32_t mask = (1u << REGJSON_GEN_BITS) - 1;
+	struct regdoc *d;
+
+	pthread_mutex_lock(&fs->lock);
+	d = fs->regdoc[p->id];
+	if (!d || (d->gen & mask) != p->doc)
+		d = fs->regdoc_prev[p->id];
+	if (d && (d->gen & mask) == p->doc) {
+		d->refs++;
+		d->used = cache_now(fs->cache);
+	} else {
+		d = NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	*out = d;
+	return d ? 0 : -ESTALE;
+}
+
+unsigned fsops_reclaim(struct fsops *fs)
+{
+	struct regdoc *gone[2 * MAX_REGIONS];
+	double old = cache_now(fs->cache) - fs->opts.ttl - fs->opts.stale;
+	size_t n = 0;
+
+	/* <region>.json snapshots keep their images' trees: those not given
+	 * out for ttl + stale go (a reader in the middle of one keeps it) */
+	pthread_mutex_lock(&fs->lock);
+	for (uint32_t r = 0; r < MAX_REGIONS; r++) {
+		struct regdoc **at[2] = { &fs->regdoc[r], &fs->regdoc_prev[r] };
+
+		for (int k = 0; k < 2; k++) {
+			if (*at[k] && (*at[k])->used < old) {
+				gone[n++] = *at[k];
+				*at[k] = NULL;
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	while (n)
+		regdoc_unref(fs, gone[--n]);
+	return cache_reclaim(fs->cache);
 }
 
 /* Copies the part of src[0, len) that falls in [off, off + size) of the
@@ -634,16 +698,9 @@ static int regjson_region(struct fsops *fs, const char *name, uint32_t *region, 
 	return cache_region_find(fs->cache, code, region, left);
 }
 
-static int regjson_attr(struct fsops *fs, uint32_t region, int held, struct stat *st, double *left)
+static void regjson_attr(struct fsops *fs, uint32_t region, const struct regdoc *d, struct stat *st)
 {
-	struct regdoc *d;
-	int err = regdoc_get(fs, region, held, &d, left);
-
-	if (err)
-		return err;
-	file_attr(fs, ino_regjson(region), d->mtime, (size_t)d->size, st);
-	regdoc_unref(fs, d);
-	return 0;
+	file_attr(fs, ino_regjson(region, d->gen), d->mtime, (size_t)d->size, st);
 }
 
 /* Attributes of any inode, with how long they hold. */
@@ -673,8 +730,16 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 	case INO_K_BYNAME:
 		dir_attr(fs, ino, cache_listing_mtime(fs->cache, p.id), 2, st);
 		return 0;
-	case INO_K_REGJSON:
-		return regjson_attr(fs, p.id, 1, st, left);
+	case INO_K_REGJSON: {
+		struct regdoc *d;
+
+		err = regdoc_of(fs, &p, &d);
+		if (err)
+			return err;
+		regjson_attr(fs, p.id, d, st);
+		regdoc_unref(fs, d);
+		return 0; /* *left: ttl; the data of this inode never changes */
+	}
 	case INO_K_LINK:
 		if (cache_image_get(fs->cache, p.slot, p.gen, &img) != 0)
 			return -ESTALE;
@@ -734,10 +799,21 @@ static int lookup_root(struct fsops *fs, const char *name, struct fuse_entry_par
 	}
 	err = regjson_region(fs, name, &region, left);
 	if (err == 0) {
-		err = regjson_attr(fs, region, 0, &e->attr, left);
-		e->ino = ino_regjson(region);
-		set_timeouts(e, *left);
-		return err;
+		struct regdoc *d;
+		char code[16];
+
+		snprintf(code, sizeof(code), "%.*s", (int)(strlen(name) - 5), name);
+		err = regdoc_current(fs, region, code, &d, left);
+		if (err)
+			return err;
+		regjson_attr(fs, region, d, &e->attr);
+		e->ino = e->attr.st_ino;
+		/* the name for as long as the listing holds; the inode's data
+		 * never changes (a new snapshot is a new inode) */
+		e->entry_timeout = *left;
+		e->attr_timeout = fs->opts.ttl;
+		regdoc_unref(fs, d);
+		return 0;
 	}
 	if (err != -ENOENT)
 		return err; /* the region list failed: not "no such file" */
@@ -929,7 +1005,7 @@ static int view_open(struct fsops *fs, fuse_ino_t ino, off_t off, struct dirview
 			dir_attr(fs, ino, cache_regions_mtime(fs->cache), 1, &v->self);
 		break;
 	case INO_K_REGION:
-		err = cache_listing(fs->cache, v->p.id, held, &v->ids, &v->left);
+		err = cache_listing(fs->cache, v->p.id, held, &v->ids, &v->left, NULL);
 		if (!err)
 			dir_attr(fs, ino, cache_listing_mtime(fs->cache, v->p.id), 1, &v->self);
 		break;
@@ -1150,13 +1226,13 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, ENOSYS); /* nothing to flush; the kernel stops asking */
 }
 
-static void read_regjson(fuse_req_t req, struct fsops *fs, uint32_t region, size_t size, off_t off)
+static void read_regjson(fuse_req_t req, struct fsops *fs, const struct ino_parts *p, size_t size,
+			 off_t off)
 {
 	struct regdoc *d;
-	double left;
 	char *buf = NULL;
 	size_t len = 0;
-	int err = off < 0 ? -EINVAL : regdoc_get(fs, region, 1, &d, &left);
+	int err = off < 0 ? -EINVAL : regdoc_of(fs, p, &d);
 
 	if (!err) {
 		buf = malloc(size ? size : 1);
@@ -1188,7 +1264,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (p.kind == INO_K_REGJSON) {
-		read_regjson(req, fs, p.id, size, off);
+		read_regjson(req, fs, &p, size, off);
 		return;
 	}
 	if (p.kind != INO_K_NODE && p.kind != INO_K_JSON) {
@@ -1616,8 +1692,10 @@ void fsops_free(struct fsops *fs)
 {
 	if (!fs)
 		return;
-	for (uint32_t r = 0; r < MAX_REGIONS; r++)
+	for (uint32_t r = 0; r < MAX_REGIONS; r++) {
 		regdoc_unref(fs, fs->regdoc[r]);
+		regdoc_unref(fs, fs->regdoc_prev[r]);
+	}
 	cache_free(fs->cache);
 	free(fs->notes);
 	free(fs->stats);

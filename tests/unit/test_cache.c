@@ -532,6 +532,77 @@ static void test_regjson_layout(void)
 	}
 }
 
+/* Reads KR.json through ino from offset 0 to the end in pieces of 50
+ * bytes: 0 and the bytes (free them), or -errno. */
+static int read_pieces(struct fsops *fs, uint64_t ino, char **out, size_t *n)
+{
+	char *all = NULL, *part = NULL;
+	size_t len = 0, plen = 0;
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	while ((err = ff_read(fs, ino, (int64_t)len, 50, &part, &plen)) == 0 && plen) {
+		all = realloc(all, len + plen);
+		memcpy(all + len, part, plen);
+		len += plen;
+		free(part);
+		part = NULL;
+	}
+	free(part);
+	if (err) {
+		free(all);
+		return err;
+	}
+	*out = all;
+	*n = len;
+	return 0;
+}
+
+/* An image changes while KR.json is being read: the reader goes on with
+ * the snapshot it opened (one document, not two halves); a new lookup gets
+ * the new one under a new inode; two changes later the old inode is stale. */
+static void test_regjson_snapshots(void)
+{
+	struct fake_api *api = region_of_n(5);
+	struct fsops *fs = mount_fake(api, 10, 5, 0);
+	uint64_t old = 0, now = 0, kr;
+	char *first = NULL, *rest = NULL, *text = NULL;
+	size_t flen = 0, rlen = 0, tlen = 0;
+	json_t *j;
+
+	CHECK(ff_lookup(fs, INO_ROOT, "KR.json", &old, NULL) == 0);
+	CHECK(ff_read(fs, old, 0, 100, &first, &flen) == 0 && flen == 100);
+	put(api, "KR", 3, "renamed-while-read");
+	fake_advance(api, 11);
+	kr = region_ino_of(fs, "KR");
+	CHECK(ff_lookup(fs, kr, "3", NULL, NULL) == 0); /* the cache sees the change */
+	CHECK(ff_lookup(fs, INO_ROOT, "KR.json", &now, NULL) == 0);
+	CHECK(now != old);
+	/* the rest of the old one, then the whole */
+	CHECK(read_pieces(fs, old, &text, &tlen) == 0);
+	CHECK(text && tlen > 100 && memcmp(text, first, 100) == 0);
+	j = text ? json_loadb(text, tlen, 0, NULL) : NULL;
+	CHECK(json_is_array(j) && json_array_size(j) == 5);
+	CHECK(!strstr(text ? text : "", "renamed-while-read"));
+	json_decref(j);
+	free(text);
+	CHECK(read_pieces(fs, now, &rest, &rlen) == 0);
+	CHECK(rest && strstr(rest, "renamed-while-read"));
+	free(rest);
+	/* two more changes: the first inode is gone */
+	for (int k = 0; k < 2; k++) {
+		put(api, "KR", 4, k ? "second" : "first");
+		fake_advance(api, 11);
+		CHECK(ff_lookup(fs, kr, "4", NULL, NULL) == 0);
+		CHECK(ff_lookup(fs, INO_ROOT, "KR.json", &now, NULL) == 0);
+	}
+	CHECK(ff_read(fs, old, 0, 100, &text, &tlen) == -ESTALE);
+	free(first);
+	fsops_free(fs);
+	fake_free(api);
+}
+
 /* A read <region>.json holds nothing back: its images are given back as
  * any others (the snapshot is let go of first). */
 static void test_regjson_reclaim(void)
@@ -871,6 +942,7 @@ int main(void)
 	test_regjson_layout();
 	test_generation_wrap();
 	test_regjson_reclaim();
+	test_regjson_snapshots();
 	test_drop_during_fetch();
 	test_no_join_after_drop();
 	test_single_flight();
