@@ -430,13 +430,14 @@ static int stats_attr(struct fsops *fs, struct stat *st)
 
 /* A .by-name link to the current data of slot: its attributes (mtime the
  * image's) and inode. 0, or -ENOENT when the image is gone. */
-static int link_attr(struct fsops *fs, uint32_t slot, struct fuse_entry_param *e)
+/* A .by-name link to slot at generation gen (-1: the current one). */
+static int link_attr(struct fsops *fs, uint32_t slot, int32_t gen, struct fuse_entry_param *e)
 {
 	struct cache_image img;
 	char target[32];
 
-	if (cache_image_get(fs->cache, slot, -1, &img) != 0)
-		return -ENOENT;
+	if (cache_image_get(fs->cache, slot, gen, &img) != 0)
+		return gen < 0 ? -ENOENT : -ESTALE;
 	snprintf(target, sizeof(target), "../%s", img.no);
 	e->ino = ino_image(slot, img.gen, NODE_LINK);
 	file_attr(fs, e->ino, img.mtime, strlen(target), &e->attr);
@@ -741,10 +742,9 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 		return 0; /* *left: ttl; the data of this inode never changes */
 	}
 	case INO_K_LINK:
-		if (cache_image_get(fs->cache, p.slot, p.gen, &img) != 0)
-			return -ESTALE;
-		tree_unref(img.tree);
-		if (link_attr(fs, p.slot, &e) != 0)
+		/* one look at the slot, at the inode's generation: not another
+		 * image's link if the slot was given away meanwhile */
+		if (link_attr(fs, p.slot, p.gen, &e) != 0)
 			return -ESTALE;
 		*st = e.attr;
 		st->st_ino = ino;
@@ -897,7 +897,7 @@ static int lookup_byname(struct fsops *fs, uint32_t region, const char *name,
 	/* while names holds the listing, so that the slot cannot be reclaimed
 	 * and reused by another image in between */
 	if (!err)
-		err = link_attr(fs, slot, e);
+		err = link_attr(fs, slot, -1, e);
 	cache_names_unref(fs->cache, names);
 	if (!err)
 		set_timeouts(e, *left < e->entry_timeout ? *left : e->entry_timeout);
@@ -1087,7 +1087,7 @@ static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint64_t 
 	case INO_K_BYNAME:
 		i = cache_names_by_no(v->names, k, key);
 		snprintf(buf, len, "%s", cache_names_name(v->names, i));
-		return link_attr(fs, cache_names_slot(v->names, i), e);
+		return link_attr(fs, cache_names_slot(v->names, i), -1, e);
 	default:
 		*key = k;
 		child = tree_child(v->img.tree, v->p.node, k);
