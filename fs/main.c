@@ -472,8 +472,12 @@ static int recover_dead_mount(const char *mountpoint)
 	struct stat st;
 	int ret = 0;
 
+	size_t len;
+
 	if (!path)
 		return -1;
+	for (len = strlen(path); len > 1 && path[len - 1] == '/'; len--)
+		path[len - 1] = '\0'; /* "MNT/" names MNT */
 	if (stat(path, &st) == 0 || errno != ENOTCONN || absolute_new(&path) < 0)
 		goto out;
 	if (mount_type(path, type, sizeof(type)) == 0 && strcmp(type, "fuse.ncloudfs") == 0 &&

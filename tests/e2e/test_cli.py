@@ -372,7 +372,8 @@ def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
 
 def test_mounting_over_a_dead_mount_recovers(emulator, mount, tmp_path):
     """With noauto_unmount a killed daemon leaves a dead mount ("Transport endpoint is not
-    connected"); mounting there again unmounts it, says so and mounts once, no manual step."""
+    connected"); mounting there again (named with a trailing slash) unmounts it, says so and
+    mounts once, no manual step."""
     m = mount("noauto_unmount")
     assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
     m.kill()
@@ -383,7 +384,7 @@ def test_mounting_over_a_dead_mount_recovers(emulator, mount, tmp_path):
                        emu.daemon_env(emulator, mount.home, None), tmp_path / "again.log")
     try:
         with open(again.log_path, "wb") as log:  # Daemon.start would mkdir the dead mount
-            again.proc = subprocess.Popen([str(emu.DAEMON), *again.args, str(m.path)],
+            again.proc = subprocess.Popen([str(emu.DAEMON), *again.args, str(m.path) + "/"],
                                           env=again.env, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         # the dead mount is in mountinfo too: wait for the new daemon to say it mounted
