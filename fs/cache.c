@@ -573,24 +573,59 @@ static void slot_free(struct cache *c, uint32_t idx)
 	c->stats.reclaimed++;
 }
 
+/* With c->lock held: retires slot idx, whose generation cannot move on
+ * without wrapping, and gives its image a new slot: its index, or -1 when
+ * out of memory (the image is then simply forgotten). Readers waiting on the
+ * old slot's fetch get EIO once; the next lookup finds the new slot. */
+static int64_t slot_move(struct cache *c, uint32_t idx)
+{
+	struct slot *s = slot_at(c, idx);
+	uint32_t region = s->region, mark = s->mark;
+	uint64_t no = s->no;
+	int64_t moved;
+
+	slot_free(c, idx);    /* its generation is used up: retired, not reused */
+	c->stats.reclaimed--; /* not memory given back */
+	moved = slot_of(c, region, no);
+	if (moved >= 0)
+		slot_at(c, (uint32_t)moved)->mark = mark;
+	return moved;
+}
+
 /* With c->lock held: gives slot new data (t, consumed) or marks it missing
- * (t NULL), bumping the generation when anything changed. */
-static void install_image(struct cache *c, uint32_t idx, struct tree *t, double fetched,
-			  double good)
+ * (t NULL), bumping the generation when anything changed. Returns the slot
+ * that holds the image now: idx, or another one when the generation would
+ * have wrapped (see slot_move), or -1 when out of memory then. */
+static int64_t install_image(struct cache *c, uint32_t idx, struct tree *t, double fetched,
+			     double good)
 {
 	struct slot *s = slot_at(c, idx);
 	char no[24];
 
+	if (s->tree && s->gen == UINT16_MAX && !(t && tree_equal(s->tree, t)) &&
+	    !(!t && s->state == SLOT_MISSING)) {
+		int64_t moved;
+
+		slot_name(s, no, sizeof(no));
+		c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
+		moved = slot_move(c, idx);
+		if (moved < 0) {
+			tree_unref(t);
+			return -1;
+		}
+		idx = (uint32_t)moved;
+		s = slot_at(c, idx);
+	}
 	s->fr.fetched = fetched;
 	s->fr.good = good;
 	s->fr.warned = 0;
 	if (t && s->tree && tree_equal(s->tree, t)) {
 		tree_unref(t);
 		s->state = SLOT_OK;
-		return;
+		return idx;
 	}
 	if (!t && s->state == SLOT_MISSING)
-		return;
+		return idx;
 	if (t)
 		c->tree_bytes += tree_bytes(t);
 	if (s->tree) {
@@ -606,6 +641,7 @@ static void install_image(struct cache *c, uint32_t idx, struct tree *t, double 
 	c->region[s->region].changes++;
 	s->tree = t;
 	s->state = t ? SLOT_OK : SLOT_MISSING;
+	return idx;
 }
 
 static int64_t tree_mtime(struct cache *c, const struct tree *t)
@@ -1006,6 +1042,7 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 	struct region *r = &c->region[region];
 	struct cache_ids *ids;
 	uint32_t mark;
+	int64_t moved;
 	char no[24];
 
 	if (rows->n > UINT32_MAX / 2)
@@ -1025,9 +1062,10 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 		if (slot_at(c, idx)->mark == mark)
 			continue; /* listed twice: the first row stands */
 		slot_at(c, idx)->mark = mark;
-		install_image(c, idx, rows->trees[i], fetched, good);
+		moved = install_image(c, idx, rows->trees[i], fetched, good);
 		rows->trees[i] = NULL;
-		ids->ids[ids->n++] = idx;
+		if (moved >= 0)
+			ids->ids[ids->n++] = (uint32_t)moved;
 	}
 	ids_seal(c, ids);
 	/* Images no longer listed are gone, or will be asked for again. */
@@ -1164,6 +1202,7 @@ static int install(struct cache *c, struct obj o, struct answer *a, double fetch
 	case K_LISTING:
 		return install_listing(c, o.id, &a->rows, fetched, good);
 	default:
+		/* if the image moves (generation wrap), its lookup finds it anew */
 		install_image(c, o.id, a->tree, fetched, good);
 		a->tree = NULL;
 		return 0;
@@ -1379,8 +1418,11 @@ int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct 
 	}
 	o.id = (uint32_t)idx;
 	err = obtain(c, o);
-	if (!err)
-		err = answer_of(c, o.id, img);
+	if (!err) {
+		/* again: the image may have moved to another slot meanwhile */
+		idx = slot_of(c, region, parse_no(no));
+		err = idx < 0 ? -ENOMEM : answer_of(c, (uint32_t)idx, img);
+	}
 	pthread_mutex_unlock(&c->lock);
 	return err;
 }

@@ -43,7 +43,6 @@ struct note {
 
 struct regdoc;
 static void regdoc_unref(struct fsops *fs, struct regdoc *d);
-static const char *regdoc_code(const struct regdoc *d);
 
 struct fsops {
 	struct cache *cache;
@@ -51,8 +50,9 @@ struct fsops {
 	 * (for readers that opened it), and the generation last given */
 	struct regdoc *regdoc[MAX_REGIONS], *regdoc_prev[MAX_REGIONS];
 	uint32_t regdoc_gen[MAX_REGIONS];
-	struct ncp_client *client; /* for /.stats; may be NULL */
-	double started;		   /* monotonic, for the uptime in /.stats */
+	char regdoc_code[MAX_REGIONS][16]; /* the region's code, once looked up */
+	struct ncp_client *client;	   /* for /.stats; may be NULL */
+	double started;			   /* monotonic, for the uptime in /.stats */
 	struct fsops_opts opts;
 	uid_t uid;
 	gid_t gid;
@@ -113,8 +113,8 @@ static void regjson_changed(struct fsops *fs, uint32_t region)
 	char json[32] = "";
 
 	pthread_mutex_lock(&fs->lock);
-	if (fs->regdoc[region])
-		snprintf(json, sizeof(json), "%s.json", regdoc_code(fs->regdoc[region]));
+	if (fs->regdoc_code[region][0])
+		snprintf(json, sizeof(json), "%s.json", fs->regdoc_code[region]);
 	pthread_mutex_unlock(&fs->lock);
 	if (json[0])
 		queue_note(fs, INO_ROOT, json);
@@ -458,7 +458,6 @@ static int link_attr(struct fsops *fs, uint32_t slot, int32_t gen, struct fuse_e
 struct regdoc {
 	unsigned refs; /* under fs->lock */
 	uint32_t gen;  /* in its inode number */
-	char code[16]; /* the region's */
 	double used;   /* last given out (the cache's clock), under fs->lock */
 	uint32_t changes;
 	uint32_t n;
@@ -484,11 +483,6 @@ static void regdoc_unref(struct fsops *fs, struct regdoc *d)
 	free(d->trees);
 	free(d->ends);
 	free(d);
-}
-
-static const char *regdoc_code(const struct regdoc *d)
-{
-	return d->code;
 }
 
 /* Builds the snapshot of listing ids (a reference it lets go of). */
@@ -568,8 +562,19 @@ static int regdoc_current(struct fsops *fs, uint32_t region, const char *code, s
 	err = regdoc_build(fs, ids, changes, cache_listing_mtime(fs->cache, region), &d);
 	if (err)
 		return err;
-	snprintf(d->code, sizeof(d->code), "%s", code);
 	pthread_mutex_lock(&fs->lock);
+	snprintf(fs->regdoc_code[region], sizeof(fs->regdoc_code[region]), "%s", code);
+	gone = fs->regdoc[region];
+	if (gone && (int32_t)(gone->changes - changes) >= 0) {
+		/* another lookup installed this state, or a newer one, meanwhile:
+		 * give that (a region's changes only grow) */
+		gone->refs++;
+		gone->used = cache_now(fs->cache);
+		pthread_mutex_unlock(&fs->lock);
+		regdoc_unref(fs, d);
+		*out = gone;
+		return 0;
+	}
 	d->gen = ++fs->regdoc_gen[region];
 	d->used = cache_now(fs->cache);
 	gone = fs->regdoc_prev[region];
@@ -586,14 +591,13 @@ static int regdoc_current(struct fsops *fs, uint32_t region, const char *code, s
  * gone (two newer ones made since, or let go of unused). */
 static int regdoc_of(struct fsops *fs, const struct ino_parts *p, struct regdoc **out)
 {
-	const uint32_t mask = (1u << REGJSON_GEN_BITS) - 1;
 	struct regdoc *d;
 
 	pthread_mutex_lock(&fs->lock);
 	d = fs->regdoc[p->id];
-	if (!d || (d->gen & mask) != p->doc)
+	if (!d || d->gen != p->doc)
 		d = fs->regdoc_prev[p->id];
-	if (d && (d->gen & mask) == p->doc) {
+	if (d && d->gen == p->doc) {
 		d->refs++;
 		d->used = cache_now(fs->cache);
 	} else {

@@ -3,7 +3,7 @@
  * meaning, so no inode table is kept:
  *   1                    the root          2  /.stats
  *   0x10000 + region     a region          0x20000 + region  <region>/.by-name
- *   2^32 | gen << 8 | region   <region>.json, one inode per snapshot
+ *   2^40 + (gen << 8) + region   <region>.json, one inode per snapshot
  *   bit 63 | slot << 34 | generation << 18 | node   a node of an image
  * Node NODE_JSON is <no>.json and NODE_LINK the image's .by-name link; a tree
  * never has that many nodes, a slot never reaches SLOT_MAX and there are never
@@ -19,8 +19,8 @@
 #define INO_STATS 2ull
 #define INO_REGION 0x10000ull
 #define INO_BYNAME 0x20000ull
-#define INO_REGJSON (1ull << 32)
-#define REGJSON_GEN_BITS 24
+#define INO_REGJSON (1ull << 40)
+#define REGJSON_GEN_BITS 32
 #define INO_IMAGE (1ull << 63)
 
 #define MAX_REGIONS 256u
@@ -75,7 +75,7 @@ static inline uint64_t ino_byname(uint32_t region)
 
 static inline uint64_t ino_regjson(uint32_t region, uint32_t gen)
 {
-	return INO_REGJSON | (uint64_t)(gen & ((1u << REGJSON_GEN_BITS) - 1)) << 8 | region;
+	return INO_REGJSON + ((uint64_t)gen << 8) + region;
 }
 
 static inline uint64_t ino_image(uint32_t slot, uint16_t gen, uint32_t node)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import emu
+from expect import wait_until
 
 DEAD = "https://127.0.0.1:1"  # nothing listens there: using it fails every read
 NO_ENV_KEYS = {"NCLOUD_ACCESS_KEY_ID": None, "NCLOUD_SECRET_ACCESS_KEY": None}
@@ -216,11 +217,17 @@ def test_profile_gateway_is_used_last(emulator, mount):
     assert_works(mount("cafile=" + emulator.cafile, api_opts=False))
 
 
+def wait_logged_mounted(m):
+    """The mount shows in mountinfo a moment before the daemon logs it: wait for the line."""
+    wait_until(lambda: "info: mounted " in m.log(), "the daemon's 'mounted' line")
+
+
 def test_log_names_the_gateway_from_the_profile(emulator, mount):
     """The mount's log line names the gateway taken from the profile (not freed memory)."""
     write_config(mount.home / ".ncloud" / "configure",
                  {"DEFAULT": {"ncloud_api_url": emulator.url}})
     m = mount("cafile=" + emulator.cafile, api_opts=False)
+    wait_logged_mounted(m)
     assert "(API %s," % emulator.url in m.log(), m.log()
     assert m.unmount() == 0
 
@@ -229,6 +236,7 @@ def test_default_gateway_when_none_is_given(emulator, mount):
     """With no gateway anywhere, the daemon uses NCP's public one (not contacted here:
     delay_connect)."""
     m = mount("delay_connect", api_opts=False)
+    wait_logged_mounted(m)
     assert "https://ncloud.apigw.ntruss.com" in m.log()
     assert emulator.url not in m.log()
     assert m.unmount() == 0

@@ -230,6 +230,12 @@ static void test_inode_layout(void)
 	CHECK(ino_split(ino_byname(MAX_REGIONS - 1)).kind == INO_K_BYNAME);
 	CHECK(ino_split(INO_REGION + MAX_REGIONS).kind == INO_K_NONE);
 	CHECK(ino_split(INO_STATS).kind == INO_K_STATS);
+	/* <region>.json: every region and generation, its own inode */
+	p = ino_split(ino_regjson(MAX_REGIONS - 1, UINT32_MAX));
+	CHECK(p.kind == INO_K_REGJSON && p.id == MAX_REGIONS - 1 && p.doc == UINT32_MAX);
+	p = ino_split(ino_regjson(0, 1u << 24));
+	CHECK(p.kind == INO_K_REGJSON && p.id == 0 && p.doc == 1u << 24);
+	CHECK(ino_regjson(0, 1) != ino_regjson(0, 1 + (1u << 24)));
 	CHECK(ino_split(3).kind == INO_K_NONE);
 }
 
@@ -457,41 +463,91 @@ static void test_readdir_across_reclaim(void)
 	fake_free(a.api);
 }
 
-/* A slot reused 32,768 times (lookups of a missing number, reclaimed each
- * time) would wrap its 16-bit generation: an inode the kernel still holds
- * for the first image must never name another's data. */
-static void test_generation_wrap(void)
-{
-	struct fake_api *api = fake_new();
+/* Image 1 looked up (its inode and its serverImageName's kept, as by a
+ * process with it open), reclaimed, then its slot reused `reuses` times by
+ * lookups of a missing number, each reclaimed: the mount, with KR's inode. */
+struct wrap {
+	struct fake_api *api;
 	struct fsops *fs;
-	uint64_t kr, img = 0, name = 0;
-	char *text = NULL;
-	size_t len = 0;
+	uint64_t kr, img, name;
+};
+
+static void wrap_setup(struct wrap *w, int reuses)
+{
 	int cycled = 0;
 
-	fake_add_region(api, "KR");
-	put(api, "KR", 1, "first-image");
-	fs = mount_fake(api, 1, 1, 0);
-	kr = region_ino_of(fs, "KR");
-	CHECK(ff_lookup(fs, kr, "1", &img, NULL) == 0);
-	CHECK(ff_lookup(fs, img, "serverImageName", &name, NULL) == 0);
-	fake_advance(api, 5);
-	CHECK(fsops_reclaim(fs) == 1);
-	while (cycled < 32767) {
-		CHECK(ff_lookup(fs, kr, "999", NULL, NULL) == -ENOENT);
-		fake_advance(api, 2);
-		if (fsops_reclaim(fs) != 1)
+	w->api = fake_new();
+	fake_add_region(w->api, "KR");
+	put(w->api, "KR", 1, "first-image");
+	w->fs = mount_fake(w->api, 1, 1, 0);
+	w->kr = region_ino_of(w->fs, "KR");
+	CHECK(ff_lookup(w->fs, w->kr, "1", &w->img, NULL) == 0);
+	CHECK(ff_lookup(w->fs, w->img, "serverImageName", &w->name, NULL) == 0);
+	fake_advance(w->api, 5);
+	CHECK(fsops_reclaim(w->fs) == 1);
+	while (cycled < reuses) {
+		CHECK(ff_lookup(w->fs, w->kr, "999", NULL, NULL) == -ENOENT);
+		fake_advance(w->api, 2);
+		if (fsops_reclaim(w->fs) != 1)
 			break;
 		cycled++;
 	}
-	CHECK(cycled == 32767);
-	put(api, "KR", 2, "SECOND-IMAGE");
-	CHECK(ff_lookup(fs, kr, "2", NULL, NULL) == 0);
-	CHECK(ff_getattr(fs, img, NULL) == -ESTALE);
-	CHECK(ff_read(fs, name, 0, 4096, &text, &len) == -ESTALE);
+	CHECK(cycled == reuses);
+}
+
+/* The kept inodes of image 1 are stale, never another image's. */
+static void wrap_check_done(struct wrap *w)
+{
+	char *text = NULL;
+	size_t len = 0;
+
+	CHECK(ff_getattr(w->fs, w->img, NULL) == -ESTALE);
+	CHECK(ff_read(w->fs, w->name, 0, 4096, &text, &len) == -ESTALE);
 	free(text);
-	fsops_free(fs);
-	fake_free(api);
+	fsops_free(w->fs);
+	fake_free(w->api);
+}
+
+/* A slot reused 32,768 times would wrap its 16-bit generation: an inode
+ * the kernel still holds for the first image must never name another's
+ * data (the slot is retired instead). */
+static void test_generation_wrap(void)
+{
+	struct wrap w;
+
+	wrap_setup(&w, 32767);
+	put(w.api, "KR", 2, "SECOND-IMAGE");
+	CHECK(ff_lookup(w.fs, w.kr, "2", NULL, NULL) == 0);
+	wrap_check_done(&w);
+}
+
+/* A slot reused until its generation is near the top, then its new image
+ * changes a few times: the generation must not wrap onto that of an inode
+ * the kernel holds for the first image (the image moves to a new slot). */
+static void test_generation_wrap_by_change(void)
+{
+	struct wrap w;
+	uint64_t now = 0, node = 0;
+	char *text = NULL;
+	size_t len = 0;
+
+	wrap_setup(&w, 32765);
+	put(w.api, "KR", 2, "SECOND-IMAGE");
+	CHECK(ff_lookup(w.fs, w.kr, "2", &now, NULL) == 0);
+	for (int k = 0; k < 4; k++) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "SECOND-v%d", k);
+		put(w.api, "KR", 2, v);
+		fake_advance(w.api, 2);
+		CHECK(ff_lookup(w.fs, w.kr, "2", &now, NULL) == 0);
+	}
+	/* the image itself reads its last version */
+	CHECK(ff_lookup(w.fs, now, "serverImageName", &node, NULL) == 0);
+	CHECK(ff_read(w.fs, node, 0, 4096, &text, &len) == 0);
+	CHECK(text && len == 10 && memcmp(text, "SECOND-v3\n", 10) == 0);
+	free(text);
+	wrap_check_done(&w);
 }
 
 /* <region>.json of 0, 1, 2 and 7 images: its size is exact, it parses, and
@@ -599,6 +655,53 @@ static void test_regjson_snapshots(void)
 	}
 	CHECK(ff_read(fs, old, 0, 100, &text, &tlen) == -ESTALE);
 	free(first);
+	fsops_free(fs);
+	fake_free(api);
+}
+
+struct regjson_look {
+	struct fsops *fs;
+	pthread_barrier_t *start;
+	int err;
+	uint64_t ino;
+};
+
+static void *regjson_look(void *p)
+{
+	struct regjson_look *l = p;
+
+	pthread_barrier_wait(l->start);
+	l->err = ff_lookup(l->fs, INO_ROOT, "KR.json", &l->ino, NULL);
+	return NULL;
+}
+
+/* Eight lookups of KR.json at once, nothing changing: one snapshot, one
+ * inode, and it answers (each used to build and install its own, pushing
+ * the others' out: inodes ESTALE as soon as given). */
+static void test_regjson_concurrent_lookups(void)
+{
+	struct fake_api *api = region_of_n(3000);
+	struct fsops *fs = mount_fake(api, 60, 5, 0);
+	struct regjson_look l[8];
+	pthread_barrier_t start;
+	pthread_t t[8];
+	struct ff_dirent *d;
+	size_t n;
+
+	CHECK(ff_readdir_all(fs, region_ino_of(fs, "KR"), 1 << 16, 1, &d, &n) == 0);
+	free(d);
+	pthread_barrier_init(&start, NULL, 8);
+	for (int i = 0; i < 8; i++) {
+		l[i] = (struct regjson_look){ fs, &start, -1, 0 };
+		pthread_create(&t[i], NULL, regjson_look, &l[i]);
+	}
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 8; i++) {
+		CHECK(l[i].err == 0 && l[i].ino == l[0].ino);
+		CHECK(ff_getattr(fs, l[i].ino, NULL) == 0);
+	}
+	pthread_barrier_destroy(&start);
 	fsops_free(fs);
 	fake_free(api);
 }
@@ -941,8 +1044,10 @@ int main(void)
 	test_reclaim();
 	test_regjson_layout();
 	test_generation_wrap();
+	test_generation_wrap_by_change();
 	test_regjson_reclaim();
 	test_regjson_snapshots();
+	test_regjson_concurrent_lookups();
 	test_drop_during_fetch();
 	test_no_join_after_drop();
 	test_single_flight();
