@@ -589,7 +589,7 @@ static void test_regjson_layout(void)
 }
 
 /* Reads KR.json through ino from offset 0 to the end in pieces of 50
- * bytes: 0 and the bytes (free them), or -errno. */
+ * bytes: 0 and the bytes, NUL-terminated (free them), or -errno. */
 static int read_pieces(struct fsops *fs, uint64_t ino, char **out, size_t *n)
 {
 	char *all = NULL, *part = NULL;
@@ -599,9 +599,10 @@ static int read_pieces(struct fsops *fs, uint64_t ino, char **out, size_t *n)
 	*out = NULL;
 	*n = 0;
 	while ((err = ff_read(fs, ino, (int64_t)len, 50, &part, &plen)) == 0 && plen) {
-		all = realloc(all, len + plen);
+		all = realloc(all, len + plen + 1);
 		memcpy(all + len, part, plen);
 		len += plen;
+		all[len] = '\0';
 		free(part);
 		part = NULL;
 	}
