@@ -934,17 +934,14 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 		 * ends the listing here, said once rather than 10,000 calls later. */
 		if (got == 0 || seen.n == distinct) {
 			log_msg(LOG_LVL_WARNING,
-				"getServerImageList %s: page %ld brought %s; the listing has %zu "
-				"of "
-				"the %ld images totalRows announced",
+				"getServerImageList %s: page %ld brought %s; listed %zu of %ld",
 				region, page, got ? "no image not already listed" : "no image",
 				seen.n, total);
 			break;
 		}
 		if (page == MAX_LIST_PAGES)
 			log_msg(LOG_LVL_WARNING,
-				"getServerImageList %s: stopped after %d pages with %zu of the %ld "
-				"images totalRows announced",
+				"getServerImageList %s: stopped after %d pages; listed %zu of %ld",
 				region, MAX_LIST_PAGES, seen.n, total);
 	}
 	free(seen.no);
@@ -1319,16 +1316,6 @@ int cache_regions_held(struct cache *c, struct cache_ids **out, double *left)
 	return err ? cache_regions(c, out, left) : 0;
 }
 
-uint32_t cache_region_changes(struct cache *c, uint32_t region)
-{
-	uint32_t n;
-
-	pthread_mutex_lock(&c->lock);
-	n = region < c->nregion ? c->region[region].changes : 0;
-	pthread_mutex_unlock(&c->lock);
-	return n;
-}
-
 double cache_now(struct cache *c)
 {
 	return now_mono(c);
@@ -1418,11 +1405,16 @@ int cache_image_lookup(struct cache *c, uint32_t region, const char *no, struct 
 	}
 	o.id = (uint32_t)idx;
 	err = obtain(c, o);
-	if (!err) {
-		/* again: the image may have moved to another slot meanwhile */
+	if (!err && slot_at(c, o.id)->state == SLOT_FREE) {
+		/* retired meanwhile: the image moved to another slot */
 		idx = slot_of(c, region, parse_no(no));
-		err = idx < 0 ? -ENOMEM : answer_of(c, (uint32_t)idx, img);
+		if (idx < 0)
+			err = -ENOMEM;
+		else
+			o.id = (uint32_t)idx;
 	}
+	if (!err)
+		err = answer_of(c, o.id, img);
 	pthread_mutex_unlock(&c->lock);
 	return err;
 }

@@ -102,9 +102,6 @@ const char *cache_region_code(struct cache *c, uint32_t region);
 /* Wall-clock time the region list / a listing last changed (directory mtime). */
 int64_t cache_regions_mtime(struct cache *c);
 int64_t cache_listing_mtime(struct cache *c, uint32_t region);
-/* A count that moves whenever an image of the region, or its listing,
- * changes (cache_listing gives it with the listing, when asked). */
-uint32_t cache_region_changes(struct cache *c, uint32_t region);
 /* The cache's clock (monotonic seconds). */
 double cache_now(struct cache *c);
 

@@ -428,9 +428,9 @@ static int stats_attr(struct fsops *fs, struct stat *st)
 	return 0;
 }
 
-/* A .by-name link to the current data of slot: its attributes (mtime the
- * image's) and inode. 0, or -ENOENT when the image is gone. */
-/* A .by-name link to slot at generation gen (-1: the current one). */
+/* A .by-name link to slot at generation gen (-1: the current data): its
+ * attributes (mtime the image's) and inode. 0, or -ENOENT when the image is
+ * gone (-ESTALE when that generation is). */
 static int link_attr(struct fsops *fs, uint32_t slot, int32_t gen, struct fuse_entry_param *e)
 {
 	struct cache_image img;
@@ -533,6 +533,14 @@ static int regdoc_build(struct fsops *fs, struct cache_ids *ids, uint32_t change
 	return 0;
 }
 
+/* Hands out d (fs->lock held): a reference, and it counts as used. */
+static struct regdoc *regdoc_take(struct fsops *fs, struct regdoc *d)
+{
+	d->refs++;
+	d->used = cache_now(fs->cache);
+	return d;
+}
+
 /* The snapshot of region's listing as it is now, for a lookup (fetching the
  * listing if it is stale): 0 and a reference. A new snapshot gets a new
  * generation, so a new inode; the one it replaces is kept for the readers
@@ -551,11 +559,9 @@ static int regdoc_current(struct fsops *fs, uint32_t region, const char *code, s
 	pthread_mutex_lock(&fs->lock);
 	d = fs->regdoc[region];
 	if (d && d->changes == changes) {
-		d->refs++;
-		d->used = cache_now(fs->cache);
+		*out = regdoc_take(fs, d);
 		pthread_mutex_unlock(&fs->lock);
 		cache_ids_unref(fs->cache, ids);
-		*out = d;
 		return 0;
 	}
 	pthread_mutex_unlock(&fs->lock);
@@ -568,22 +574,18 @@ static int regdoc_current(struct fsops *fs, uint32_t region, const char *code, s
 	if (gone && (int32_t)(gone->changes - changes) >= 0) {
 		/* another lookup installed this state, or a newer one, meanwhile:
 		 * give that (a region's changes only grow) */
-		gone->refs++;
-		gone->used = cache_now(fs->cache);
+		*out = regdoc_take(fs, gone);
 		pthread_mutex_unlock(&fs->lock);
 		regdoc_unref(fs, d);
-		*out = gone;
 		return 0;
 	}
 	d->gen = ++fs->regdoc_gen[region];
-	d->used = cache_now(fs->cache);
 	gone = fs->regdoc_prev[region];
 	fs->regdoc_prev[region] = fs->regdoc[region];
 	fs->regdoc[region] = d;
-	d->refs++;
+	*out = regdoc_take(fs, d);
 	pthread_mutex_unlock(&fs->lock);
 	regdoc_unref(fs, gone);
-	*out = d;
 	return 0;
 }
 
@@ -597,15 +599,9 @@ static int regdoc_of(struct fsops *fs, const struct ino_parts *p, struct regdoc 
 	d = fs->regdoc[p->id];
 	if (!d || d->gen != p->doc)
 		d = fs->regdoc_prev[p->id];
-	if (d && d->gen == p->doc) {
-		d->refs++;
-		d->used = cache_now(fs->cache);
-	} else {
-		d = NULL;
-	}
+	*out = d && d->gen == p->doc ? regdoc_take(fs, d) : NULL;
 	pthread_mutex_unlock(&fs->lock);
-	*out = d;
-	return d ? 0 : -ESTALE;
+	return *out ? 0 : -ESTALE;
 }
 
 unsigned fsops_reclaim(struct fsops *fs)
@@ -690,13 +686,14 @@ static int regdoc_read(struct regdoc *d, uint64_t off, size_t size, char *buf, s
 	return 0;
 }
 
-/* The region named by "<code>.json": 0 and *region, else -ENOENT. */
-static int regjson_region(struct fsops *fs, const char *name, uint32_t *region, double *left)
+/* The region named by "<code>.json": 0, *region and its code (16 bytes),
+ * else -ENOENT (or the region list's error). */
+static int regjson_region(struct fsops *fs, const char *name, uint32_t *region, char *code,
+			  double *left)
 {
-	char code[16];
 	size_t len = strlen(name);
 
-	if (len <= 5 || len - 5 >= sizeof(code) || strcmp(name + len - 5, ".json") != 0)
+	if (len <= 5 || len - 5 >= 16 || strcmp(name + len - 5, ".json") != 0)
 		return -ENOENT;
 	memcpy(code, name, len - 5);
 	code[len - 5] = '\0';
@@ -794,6 +791,7 @@ static void reply_lookup(fuse_req_t req, int err, const struct fuse_entry_param 
 static int lookup_root(struct fsops *fs, const char *name, struct fuse_entry_param *e, double *left)
 {
 	uint32_t region;
+	char code[16];
 	int err;
 
 	if (strcmp(name, STATS) == 0) {
@@ -801,12 +799,10 @@ static int lookup_root(struct fsops *fs, const char *name, struct fuse_entry_par
 		*left = 0;
 		return stats_attr(fs, &e->attr); /* timeouts 0: asked again each time */
 	}
-	err = regjson_region(fs, name, &region, left);
+	err = regjson_region(fs, name, &region, code, left);
 	if (err == 0) {
 		struct regdoc *d;
-		char code[16];
 
-		snprintf(code, sizeof(code), "%.*s", (int)(strlen(name) - 5), name);
 		err = regdoc_current(fs, region, code, &d, left);
 		if (err)
 			return err;

@@ -393,15 +393,12 @@ static void change_account(void *arg, int round)
 
 static void test_readdir_chunks(void)
 {
-	struct fake_api *api = fake_new();
+	struct fake_api *api = region_of_n(1001);
 	static struct ff_dirent all[2000];
 	struct fsops *fs;
 	size_t total;
 	uint64_t kr;
 
-	fake_add_region(api, "KR");
-	for (uint64_t no = 1; no <= 1001; no++)
-		put(api, "KR", no, "img");
 	fs = mount_fake(api, 0, 0, 0);
 	kr = region_ino_of(fs, "KR");
 	total = read_in_chunks(fs, kr, 1024, all, 2000, change_account, api);
@@ -734,7 +731,7 @@ static void test_regjson_reclaim(void)
 /* Missing numbers, deleted images and old data are given back. */
 static void test_reclaim(void)
 {
-	struct fake_api *api = fake_new();
+	struct fake_api *api = region_of_n(100);
 	struct cache_stats st;
 	struct fsops *fs;
 	struct ff_dirent *d;
@@ -742,9 +739,6 @@ static void test_reclaim(void)
 	char name[24];
 	size_t n;
 
-	fake_add_region(api, "KR");
-	for (uint64_t no = 1; no <= 100; no++)
-		put(api, "KR", no, "img");
 	fs = mount_fake(api, 10, 5, 30);
 	kr = region_ino_of(fs, "KR");
 	for (int i = 0; i < 10000; i++) {
