@@ -314,6 +314,8 @@ int ncp_error_errno(const struct ncp_error *err)
 		return EACCES;
 	case NCP_ERR_NOTFOUND:
 		return ENOENT;
+	case NCP_ERR_CANCELLED:
+		return EINTR;
 	case NCP_ERR_IO:
 		break;
 	}
@@ -377,6 +379,32 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 			rc = curl_easy_setopt(h, opt, val); \
 	} while (0)
 
+static _Thread_local int (*cancel_fn)(void *);
+static _Thread_local void *cancel_arg;
+
+void ncp_set_cancel(int (*cancelled)(void *arg), void *arg)
+{
+	cancel_fn = cancelled;
+	cancel_arg = cancelled ? arg : NULL;
+}
+
+int ncp_cancelled(void)
+{
+	return cancel_fn && cancel_fn(cancel_arg);
+}
+
+/* libcurl's transfer-info callback: nonzero aborts the transfer. */
+static int transfer_info(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			 curl_off_t ulnow)
+{
+	(void)arg;
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return ncp_cancelled();
+}
+
 /* A new easy handle with everything that does not change between requests. */
 static struct pooled *handle_new(struct ncp_client *c)
 {
@@ -413,6 +441,8 @@ static struct pooled *handle_new(struct ncp_client *c)
 	SETOPT(p->h, CURLOPT_TCP_KEEPALIVE, 1L);
 	SETOPT(p->h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)NCP_BODY_MAX);
 	SETOPT(p->h, CURLOPT_WRITEFUNCTION, body_write);
+	SETOPT(p->h, CURLOPT_XFERINFOFUNCTION, transfer_info);
+	SETOPT(p->h, CURLOPT_NOPROGRESS, 0L);
 	SETOPT(p->h, CURLOPT_ERRORBUFFER, p->errbuf);
 	SETOPT(p->h, CURLOPT_HTTPGET, 1L);
 	if (rc != CURLE_OK) {
@@ -888,6 +918,8 @@ static enum outcome perform(struct ncp_client *c, const char *url, const char *u
 		err_set(err, NCP_ERR_IO, "out of memory reading the response");
 	else if (rc == CURLE_OUT_OF_MEMORY)
 		err_set(err, NCP_ERR_IO, "%s: %s", c->authority, curl_easy_strerror(rc));
+	else if (rc == CURLE_ABORTED_BY_CALLBACK)
+		err_set(err, NCP_ERR_CANCELLED, "cancelled");
 	else if (rc != CURLE_OK) {
 		if (p->errbuf[0])
 			err_set(err, NCP_ERR_IO, "%s: %s (%s)", c->authority,
@@ -934,10 +966,16 @@ static void backoff(const struct ncp_client *c, int attempt, double retry_after)
 	wait = cap / 2 + cap / 2 * ((double)rand_r(&seed) / RAND_MAX);
 	if (retry_after > 0)
 		wait = retry_after < c->timeout_s ? retry_after : c->timeout_s;
-	ts.tv_sec = (time_t)wait;
-	ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	/* in slices, so that a cancelled call does not sleep on */
+	while (wait > 0 && !ncp_cancelled()) {
+		double slice = wait < 0.02 ? wait : 0.02;
+
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(slice * 1e9);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		wait -= slice;
+	}
 }
 
 static int call(struct ncp_client *c, const char *action, const struct ncp_param *params,
@@ -967,6 +1005,8 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		err_clear(err, 0);
 		how = perform(c, url, uri, &b, &status, &retry_after, err);
 		bytes += b.len;
+		if (err->kind == NCP_ERR_CANCELLED)
+			break;
 		if (how == ANSWERED) {
 			rc = decode(action, status, b.data, b.len, payload, err, shape);
 			if (rc == 0)
@@ -975,9 +1015,18 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		if (attempt >= c->retries || !retryable(how, status))
 			break;
 		backoff(c, attempt, retry_after);
+		if (ncp_cancelled()) {
+			err_set(err, NCP_ERR_CANCELLED, "cancelled");
+			break;
+		}
 	}
 	err->attempts = attempt + 1;
 	count_call(c, action, how == ANSWERED, status, rc == 0, attempt + 1, bytes);
+	if (err->kind == NCP_ERR_CANCELLED) {
+		pthread_mutex_lock(&c->stats_lock);
+		c->stats.cancelled++;
+		pthread_mutex_unlock(&c->stats_lock);
+	}
 out:
 	free(b.data);
 	free(uri);

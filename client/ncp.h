@@ -14,9 +14,10 @@
 /* What went wrong, coarsely: the one thing the filesystem needs to decide. */
 enum ncp_errkind {
 	NCP_OK = 0,
-	NCP_ERR_NOTFOUND, /* no such image (400 responseError or empty list) */
-	NCP_ERR_AUTH,	  /* 401/403 from the gateway */
-	NCP_ERR_IO,	  /* everything else: network, 5xx, 429, bad body */
+	NCP_ERR_NOTFOUND,  /* no such image (400 responseError or empty list) */
+	NCP_ERR_AUTH,	   /* 401/403 from the gateway */
+	NCP_ERR_IO,	   /* everything else: network, 5xx, 429, bad body */
+	NCP_ERR_CANCELLED, /* given up on the caller's word (ncp_set_cancel) */
 };
 
 struct ncp_error {
@@ -72,6 +73,15 @@ int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, 
 int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no, json_t **image,
 		     struct ncp_error *err);
 
+/* Cancellation, for the calling thread only: while set, every call this
+ * thread makes gives up as soon as cancelled(arg) says so (checked during a
+ * transfer, through libcurl's transfer-info callback, and in slices of at
+ * most 20 ms while a retry waits), failing with NCP_ERR_CANCELLED and making
+ * no further try. NULL clears it. */
+void ncp_set_cancel(int (*cancelled)(void *arg), void *arg);
+/* Nonzero when the calling thread's cancel check says so now. */
+int ncp_cancelled(void);
+
 /* The gateway's host[:port] (borrowed), for messages. */
 const char *ncp_client_host(const struct ncp_client *c);
 
@@ -91,6 +101,7 @@ enum ncp_outcome {
 struct ncp_stats {
 	unsigned long long calls[NCP_NACTIONS][NCP_NOUTCOMES];
 	unsigned long long retries;	   /* extra tries */
+	unsigned long long cancelled;	   /* calls given up on the caller's word */
 	unsigned long long bytes_received; /* response bodies */
 	long connections;
 };
