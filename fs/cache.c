@@ -23,23 +23,31 @@
 
 #define LIST_PAGE_SIZE 1000
 #define MAX_LIST_PAGES 10000
-#define STALE_RETRY_S 5.0 /* least time between refreshes of a failing object */
-#define SLOT_CHUNK 1024u  /* slots are allocated in chunks that never move */
+#define STALE_RETRY_S 5.0    /* first wait before a failing object is tried again */
+#define STALE_RETRY_MAX 60.0 /* the longest: the wait doubles up to this */
+#define WORKERS_DEFAULT 16
+#define SLOT_CHUNK 1024u /* slots are allocated in chunks that never move */
 
-/* One fetch in progress, and how the last one ended. */
+/* One fetch in progress, and how the last one ended. A fetch runs on one of
+ * the cache's workers; readers wait for it (and may be interrupted), and a
+ * background refresh runs with nobody waiting at all. */
 struct flight {
 	uint32_t seq;	  /* bumped when a fetch lands */
 	uint32_t waiters; /* readers waiting for the fetch in progress */
 	uint32_t epoch;	  /* the cache's epoch when the fetch started */
 	int16_t err;	  /* -errno of the last fetch, 0 for success */
 	uint8_t busy;
+	uint8_t background; /* started for no reader: never abandoned */
+	uint8_t abandon;    /* every reader left: give the fetch up (atomic) */
 };
 
 /* How old one cached object is; the same for all three kinds. */
 struct freshness {
-	double fetched; /* time the answer counts from; -1: none, or forgotten */
-	double good;	/* time of the last good answer; -1: none */
-	uint8_t warned; /* a stale answer was logged since the last good one */
+	double fetched;	 /* time the answer counts from; -1: none, or forgotten */
+	double good;	 /* time of the last good answer; -1: none */
+	double retry_at; /* failing: no refresh before this time */
+	uint8_t warned;	 /* a stale answer was logged since the last good one */
+	uint8_t failing; /* refreshes failed in a row since the last good answer */
 	struct flight flight;
 };
 
@@ -56,6 +64,7 @@ struct slot {
 	uint16_t gen;
 	uint8_t state;
 	uint8_t name_logged; /* its name was found unusable for .by-name */
+	uint8_t transit;     /* its status is one in transition: held busy_ttl */
 };
 
 struct name_entry {
@@ -80,7 +89,15 @@ struct region {
 	struct cache_ids *listing; /* NULL until listed */
 	struct freshness fr;
 	uint32_t changes; /* bumped when an image of the region changes */
+	uint32_t transit; /* images of the listing in transition: held busy_ttl */
 	int64_t mtime;
+};
+
+/* The objects that obtain() keeps fresh. */
+enum kind { K_REGIONS, K_LISTING, K_IMAGE };
+struct obj {
+	enum kind kind;
+	uint32_t id; /* region for K_LISTING, slot for K_IMAGE */
 };
 
 struct cache {
@@ -109,13 +126,24 @@ struct cache {
 	struct cache_ids *live; /* every listing alive, linked */
 	uint64_t tree_bytes;
 	struct cache_stats stats;
+	double took[3]; /* seconds a fetch of each kind takes (moving average) */
+
+	/* The workers that run fetches: started as needed, up to max. */
+	pthread_cond_t work;	       /* a job was queued, or the cache is closing */
+	pthread_cond_t quiet;	       /* a job ended */
+	struct job *jobs, **jobs_tail; /* readers' fetches, first come first */
+	struct job *bg, **bg_tail;     /* background refreshes, after those */
+	pthread_t *worker;
+	unsigned nworker, idle, queued, running, max_workers;
+	int closing; /* atomic: cache_free has begun */
 };
 
-/* The objects that obtain() keeps fresh. */
-enum kind { K_REGIONS, K_LISTING, K_IMAGE };
-struct obj {
-	enum kind kind;
-	uint32_t id; /* region for K_LISTING, slot for K_IMAGE */
+static double left_of_obj(struct cache *c, struct obj o);
+
+/* A fetch for a worker to run. */
+struct job {
+	struct job *next;
+	struct obj o;
 };
 
 /* What a fetch needs, copied under the lock, and what it brings back. */
@@ -160,11 +188,6 @@ static double left_of(const struct cache *c, double fetched, double ttl)
 	double left = fetched + ttl - now_mono(c);
 
 	return fetched >= 0 && left > 0 ? left : 0;
-}
-
-static int is_fresh(const struct cache *c, double fetched, double ttl)
-{
-	return fetched >= 0 && now_mono(c) < fetched + ttl;
 }
 
 static void fr_init(struct freshness *f)
@@ -342,6 +365,18 @@ struct cache *cache_new(const struct cache_source *src, const struct cache_opts 
 	if (!c->src.now)
 		c->src.now = real_now;
 	c->opts = *opts;
+	c->max_workers = opts->workers ? opts->workers : WORKERS_DEFAULT;
+	if (!(c->opts.refresh >= 0 && c->opts.refresh <= 0.5))
+		c->opts.refresh = 0;
+	c->worker = calloc(c->max_workers, sizeof(*c->worker));
+	if (!c->worker) {
+		free(c);
+		return NULL;
+	}
+	pthread_cond_init(&c->work, NULL);
+	pthread_cond_init(&c->quiet, NULL);
+	c->jobs_tail = &c->jobs;
+	c->bg_tail = &c->bg;
 	c->on_change = on_change;
 	c->arg = arg;
 	c->start_wall = now_wall();
@@ -350,10 +385,27 @@ struct cache *cache_new(const struct cache_source *src, const struct cache_opts 
 	return c;
 }
 
+void cache_close(struct cache *c)
+{
+	unsigned n;
+
+	/* Fetches under way give up; queued ones end at once. */
+	pthread_mutex_lock(&c->lock);
+	__atomic_store_n(&c->closing, 1, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&c->work);
+	n = c->nworker;
+	c->nworker = 0;
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(c->worker[i], NULL);
+}
+
 void cache_free(struct cache *c)
 {
 	if (!c)
 		return;
+	cache_close(c);
+	free(c->worker);
 	for (uint32_t i = 0; i < c->nslot; i++) {
 		tree_unref(slot_at(c, i)->tree);
 		tree_unref(slot_at(c, i)->prev);
@@ -368,6 +420,8 @@ void cache_free(struct cache *c)
 	free(c->chunk);
 	free(c->hash);
 	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->work);
+	pthread_cond_destroy(&c->quiet);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -379,15 +433,18 @@ void cache_drop_all(struct cache *c)
 	pthread_mutex_lock(&c->lock);
 	c->epoch++;
 	c->regions_fr.fetched = -1;
+	c->regions_fr.failing = 0;
 	c->on_change(c->arg, CACHE_REGIONS_CHANGED, 0, NULL);
 	for (uint32_t i = 0; i < c->nregion; i++) {
 		c->region[i].fr.fetched = -1;
+		c->region[i].fr.failing = 0;
 		c->on_change(c->arg, CACHE_LISTING_CHANGED, i, c->region[i].code);
 	}
 	for (uint32_t i = 0; i < c->nslot; i++) {
 		struct slot *s = slot_at(c, i);
 
 		s->fr.fetched = -1;
+		s->fr.failing = 0;
 		if (s->state == SLOT_OK || s->state == SLOT_MISSING) {
 			slot_name(s, no, sizeof(no));
 			c->on_change(c->arg, CACHE_IMAGE_CHANGED, s->region, no);
@@ -402,6 +459,8 @@ static void report(struct cache *c, const char *what, const struct ncp_error *e)
 {
 	char id[80] = "";
 
+	if (e->kind == NCP_ERR_CANCELLED)
+		return; /* given up on purpose: nobody waits for it */
 	if (e->request_id[0])
 		snprintf(id, sizeof(id), ", request %s", e->request_id);
 	if (e->http_status)
@@ -576,7 +635,7 @@ static void slot_free(struct cache *c, uint32_t idx)
 /* With c->lock held: retires slot idx, whose generation cannot move on
  * without wrapping, and gives its image a new slot: its index, or -1 when
  * out of memory (the image is then simply forgotten). Readers waiting on the
- * old slot's fetch get EIO once; the next lookup finds the new slot. */
+ * old slot's fetch find the new slot by looking the image up again. */
 static int64_t slot_move(struct cache *c, uint32_t idx)
 {
 	struct slot *s = slot_at(c, idx);
@@ -590,6 +649,24 @@ static int64_t slot_move(struct cache *c, uint32_t idx)
 	if (moved >= 0)
 		slot_at(c, (uint32_t)moved)->mark = mark;
 	return moved;
+}
+
+/* Whether image t is in one of NCP's states in transition (its
+ * serverImageStatusName is not a settled one). */
+static int in_transit(const struct tree *t)
+{
+	static const char *const moving[] = { "initialized", "creating", "copying", "terminating",
+					      "repairing" };
+	uint32_t n;
+
+	if (!t || tree_lookup(t, 0, "serverImageStatusName", &n) < 0 ||
+	    tree_kind(t, n) != TREE_FILE)
+		return 0;
+	for (size_t i = 0; i < sizeof(moving) / sizeof(moving[0]); i++) {
+		if (strcmp(tree_value(t, n), moving[i]) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 /* With c->lock held: gives slot new data (t, consumed) or marks it missing
@@ -619,6 +696,7 @@ static int64_t install_image(struct cache *c, uint32_t idx, struct tree *t, doub
 	s->fr.fetched = fetched;
 	s->fr.good = good;
 	s->fr.warned = 0;
+	s->transit = (uint8_t)in_transit(t);
 	if (t && s->tree && tree_equal(s->tree, t)) {
 		tree_unref(t);
 		s->state = SLOT_OK;
@@ -662,8 +740,7 @@ static int answer_of(struct cache *c, uint32_t idx, struct cache_image *img)
 	slot_name(s, img->no, sizeof(img->no));
 	img->tree = s->tree && s->state == SLOT_OK ? tree_ref(s->tree) : NULL;
 	img->mtime = tree_mtime(c, img->tree);
-	img->ttl_left =
-		left_of(c, s->fr.fetched, s->state == SLOT_OK ? c->opts.ttl : c->opts.negative_ttl);
+	img->ttl_left = left_of_obj(c, (struct obj){ K_IMAGE, idx });
 	return img->tree ? 0 : -ENOENT;
 }
 
@@ -1065,6 +1142,9 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 			ids->ids[ids->n++] = (uint32_t)moved;
 	}
 	ids_seal(c, ids);
+	r->transit = 0;
+	for (uint32_t i = 0; i < ids->n; i++)
+		r->transit += slot_at(c, ids->ids[i])->transit;
 	/* Images no longer listed are gone, or will be asked for again. */
 	for (uint32_t i = 0; r->listing && i < r->listing->n; i++) {
 		struct slot *s = slot_at(c, r->listing->ids[i]);
@@ -1123,11 +1203,50 @@ static int has_answer(struct cache *c, struct obj o, int good_only)
 	}
 }
 
+/* How long o's answer stays fresh: negative_ttl for "no such image", busy_ttl
+ * for an image in transition or a listing that holds one, else ttl. */
 static double ttl_of(struct cache *c, struct obj o)
 {
+	double busy = c->opts.busy_ttl > 0 && c->opts.busy_ttl < c->opts.ttl ? c->opts.busy_ttl
+									     : c->opts.ttl;
+
 	if (o.kind == K_IMAGE && slot_at(c, o.id)->state == SLOT_MISSING)
 		return c->opts.negative_ttl;
+	if (o.kind == K_IMAGE && slot_at(c, o.id)->transit)
+		return busy;
+	if (o.kind == K_LISTING && c->region[o.id].transit)
+		return busy;
 	return c->opts.ttl;
+}
+
+/* Whether o's answer is within its ttl. */
+static int is_fresh(struct cache *c, struct obj o)
+{
+	struct freshness *f = fr_of(c, o);
+
+	return f->fetched >= 0 && now_mono(c) < f->fetched + ttl_of(c, o);
+}
+
+/* How long before expiry a read refreshes o ahead: as long as a fetch of its
+ * kind takes, and a little more, so that the new answer lands about when
+ * the old one expires (one call per ttl); at least a quarter, at most all
+ * of the refresh part of the ttl. */
+static double ahead_of(struct cache *c, struct obj o, double ttl)
+{
+	double part = ttl * c->opts.refresh, need = 1.25 * c->took[o.kind];
+
+	if (need < part / 4)
+		need = part / 4;
+	return need < part ? need : part;
+}
+
+/* Seconds the kernel may keep o's answer: until its refresh window opens,
+ * so that a read there reaches the cache and refreshes it ahead. */
+static double left_of_obj(struct cache *c, struct obj o)
+{
+	double ttl = ttl_of(c, o);
+
+	return left_of(c, fr_of(c, o)->fetched, ttl - ahead_of(c, o, ttl));
 }
 
 static void what_of(struct cache *c, struct obj o, char *buf, size_t len)
@@ -1144,32 +1263,40 @@ static void what_of(struct cache *c, struct obj o, char *buf, size_t len)
 	}
 }
 
-/* Stale-if-error: after a failed refresh, may the answer last good at
- * f->good stand in? If so, makes it fresh again until the next try
- * (max(ttl, STALE_RETRY_S) away, never past good + ttl + stale), logs one
- * warning until the next good answer, and returns 1. */
-static int serve_stale(struct cache *c, struct obj o, struct freshness *f)
+/* With c->lock held: whether o's last good answer may still stand in for
+ * failed refreshes (stale-if-error): until ttl + stale after it. */
+static int stale_usable(struct cache *c, struct obj o, const struct freshness *f)
 {
-	double now = now_mono(c), until = f->good + c->opts.stale;
+	return c->opts.stale > 0 && f->good >= 0 && has_answer(c, o, 1) &&
+	       now_mono(c) < f->good + c->opts.ttl + c->opts.stale;
+}
+
+/* With c->lock held: a fetch of o failed with err. The next try waits a
+ * backoff that doubles from STALE_RETRY_S up to STALE_RETRY_MAX, whoever
+ * asks meanwhile. Returns 0 when the last good answer stands in (logged once
+ * until the next good one), else err. */
+static int failed(struct cache *c, struct obj o, struct freshness *f, int err)
+{
+	double now = now_mono(c), wait = STALE_RETRY_S;
 	char what[96];
 
-	if (c->opts.stale <= 0 || f->good < 0 || now >= until + c->opts.ttl)
-		return 0;
-	/* Readers of a failing object pay the retry cycle at most every few
-	 * seconds, however short the ttl. */
-	f->fetched = now + (c->opts.ttl < STALE_RETRY_S ? STALE_RETRY_S - c->opts.ttl : 0);
-	if (f->fetched > until)
-		f->fetched = until;
+	if (f->failing < UINT8_MAX)
+		f->failing++;
+	for (unsigned i = 1; i < f->failing && wait < STALE_RETRY_MAX; i++)
+		wait *= 2;
+	f->retry_at = now + (wait < STALE_RETRY_MAX ? wait : STALE_RETRY_MAX);
+	if (!stale_usable(c, o, f))
+		return err;
 	c->stats.stale++;
 	if (!f->warned) {
 		what_of(c, o, what, sizeof(what));
 		log_msg(LOG_LVL_WARNING,
 			"%s: refresh failed; serving the answer from %.0f s ago "
 			"for up to %.0f s more",
-			what, now - f->good, until + c->opts.ttl - now);
+			what, now - f->good, f->good + c->opts.ttl + c->opts.stale - now);
 	}
 	f->warned = 1;
-	return 1;
+	return 0;
 }
 
 /* Fetches o (without the lock). */
@@ -1211,50 +1338,36 @@ static void answer_release(struct answer *a)
 	json_decref(a->regions);
 	rows_release(&a->rows);
 	tree_unref(a->tree);
+	memset(a, 0, sizeof(*a));
 }
 
-/* With c->lock held: makes o answerable. 0 when it has an answer to give
- * (fresh, or just fetched by this reader or another, or stale standing in
- * for a failed refresh), or -errno. The lock is let go while fetching or
- * waiting: callers re-derive every pointer into the cache afterwards. */
-static int obtain(struct cache *c, struct obj o)
+/* What a fetch checks, through the client, to know it may give up. */
+struct give_up {
+	struct cache *c;
+	struct flight *flight;
+};
+
+static int given_up(void *arg)
+{
+	struct give_up *g = arg;
+
+	return __atomic_load_n(&g->flight->abandon, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&g->c->closing, __ATOMIC_RELAXED);
+}
+
+/* With c->lock held and o's flight marked busy: fetches o (letting go of the
+ * lock meanwhile), installs the answer and lands the flight, waking its
+ * readers. Returns the flight's result. */
+static int fly(struct cache *c, struct obj o)
 {
 	struct freshness *f = fr_of(c, o);
-	struct answer a;
+	struct give_up g = { c, &f->flight }; /* flights never move */
+	uint32_t epoch = f->flight.epoch;
 	struct request rq;
-	uint32_t epoch, seq;
+	struct answer a;
 	double started;
 	int err;
 
-	for (;;) {
-		int older;
-
-		if (has_answer(c, o, 0) && is_fresh(c, f->fetched, ttl_of(c, o))) {
-			c->stats.hits++;
-			return 0;
-		}
-		if (!f->flight.busy)
-			break;
-		/* A fetch started before the caches were dropped is waited for,
-		 * not joined: "the next access fetches afresh". */
-		older = f->flight.epoch != c->epoch;
-		if (!older)
-			c->stats.coalesced++;
-		seq = f->flight.seq;
-		f->flight.waiters++;
-		while ((f = fr_of(c, o))->flight.seq == seq)
-			pthread_cond_wait(&c->cond, &c->lock);
-		f->flight.waiters--;
-		if (older)
-			continue;
-		if (f->flight.err)
-			return f->flight.err;
-		return has_answer(c, o, 0) ? 0 : -EIO;
-	}
-	f->flight.busy = 1;
-	c->stats.misses++;
-	epoch = c->epoch;
-	f->flight.epoch = epoch;
 	memset(&rq, 0, sizeof(rq));
 	memset(&a, 0, sizeof(a));
 	if (o.kind != K_REGIONS)
@@ -1262,25 +1375,257 @@ static int obtain(struct cache *c, struct obj o)
 			 c->region[o.kind == K_LISTING ? o.id : slot_at(c, o.id)->region].code);
 	if (o.kind == K_IMAGE)
 		slot_name(slot_at(c, o.id), rq.no, sizeof(rq.no));
-	pthread_mutex_unlock(&c->lock);
+	for (;;) {
+		pthread_mutex_unlock(&c->lock);
+		started = now_mono(c);
+		ncp_set_cancel(given_up, &g);
+		err = fetch(c, o, &rq, &a);
+		ncp_set_cancel(NULL, NULL);
+		pthread_mutex_lock(&c->lock);
+		if (!err) {
+			double took = now_mono(c) - started;
 
-	started = now_mono(c);
-	err = fetch(c, o, &rq, &a);
-
-	pthread_mutex_lock(&c->lock);
-	/* An answer that was on its way when every cache was dropped is given
-	 * to the readers waiting for it, but does not count as fresh. */
-	if (!err)
-		err = install(c, o, &a, epoch == c->epoch ? started : -1, started);
-	f = fr_of(c, o);
-	if (err && has_answer(c, o, 1) && serve_stale(c, o, f))
-		err = 0;
+			c->took[o.kind] =
+				c->took[o.kind] > 0 ? 0.7 * c->took[o.kind] + 0.3 * took : took;
+		}
+		f = fr_of(c, o);
+		/* Given up, but a reader came meanwhile: fetch for it after all. */
+		if (err != -EINTR || !f->flight.waiters ||
+		    __atomic_load_n(&c->closing, __ATOMIC_RELAXED))
+			break;
+		__atomic_store_n(&f->flight.abandon, 0, __ATOMIC_RELAXED);
+		answer_release(&a);
+	}
+	if (err == -EINTR) {
+		c->stats.abandoned++; /* nobody wants it: nothing learnt */
+	} else {
+		/* An answer that was on its way when every cache was dropped is
+		 * given to the readers waiting for it, but does not count as
+		 * fresh. */
+		if (!err)
+			err = install(c, o, &a, epoch == c->epoch ? started : -1, started);
+		f = fr_of(c, o);
+		if (!err) {
+			f->failing = 0;
+		} else {
+			if (f->flight.background)
+				c->stats.refresh_failed++;
+			err = failed(c, o, f, err);
+		}
+	}
 	f->flight.busy = 0;
+	f->flight.background = 0;
+	__atomic_store_n(&f->flight.abandon, 0, __ATOMIC_RELAXED);
 	f->flight.seq++;
 	f->flight.err = (int16_t)err;
 	pthread_cond_broadcast(&c->cond);
 	answer_release(&a);
 	return err;
+}
+
+static void *worker(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct job *j;
+
+		while (!c->jobs && !c->bg && !__atomic_load_n(&c->closing, __ATOMIC_RELAXED)) {
+			c->idle++;
+			pthread_cond_wait(&c->work, &c->lock);
+			c->idle--;
+		}
+		j = c->jobs ? c->jobs : c->bg;
+		if (!j)
+			break; /* closing, and nothing left to do */
+		if (j == c->jobs) {
+			if (!(c->jobs = j->next))
+				c->jobs_tail = &c->jobs;
+		} else if (!(c->bg = j->next)) {
+			c->bg_tail = &c->bg;
+		}
+		c->queued--;
+		c->running++;
+		fly(c, j->o);
+		c->running--;
+		free(j);
+		pthread_cond_broadcast(&c->quiet);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* With c->lock held: starts a fetch of o on a worker (in the background: for
+ * no reader, behind readers' fetches). 0, or -ENOMEM when no job or worker
+ * could be had (or the workers are stopped). */
+static int start(struct cache *c, struct obj o, int background)
+{
+	struct freshness *f = fr_of(c, o);
+	struct job *j = malloc(sizeof(*j));
+
+	if (!j || __atomic_load_n(&c->closing, __ATOMIC_RELAXED)) {
+		free(j);
+		return -ENOMEM;
+	}
+	if (c->queued + 1 > c->idle && c->nworker < c->max_workers &&
+	    pthread_create(&c->worker[c->nworker], NULL, worker, c) == 0)
+		c->nworker++;
+	if (!c->nworker) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->next = NULL;
+	j->o = o;
+	*(background ? c->bg_tail : c->jobs_tail) = j;
+	if (background)
+		c->bg_tail = &j->next;
+	else
+		c->jobs_tail = &j->next;
+	c->queued++;
+	f->flight.busy = 1;
+	f->flight.background = (uint8_t)background;
+	__atomic_store_n(&f->flight.abandon, 0, __ATOMIC_RELAXED);
+	f->flight.epoch = c->epoch;
+	c->stats.misses++;
+	pthread_cond_signal(&c->work);
+	return 0;
+}
+
+/* With c->lock held: refreshes o in the background, unless a fetch of it is
+ * under way or its last one failed too recently. */
+static void refresh(struct cache *c, struct obj o, struct freshness *f, uint64_t *counter)
+{
+	if (f->flight.busy || (f->failing && now_mono(c) < f->retry_at) ||
+	    __atomic_load_n(&c->closing, __ATOMIC_RELAXED))
+		return;
+	if (start(c, o, 1) == 0)
+		(*counter)++;
+}
+
+static _Thread_local const int *interrupt_flag;
+
+void cache_set_interrupt(const int *flag)
+{
+	interrupt_flag = flag;
+}
+
+static int interrupted(void)
+{
+	return interrupt_flag && __atomic_load_n(interrupt_flag, __ATOMIC_ACQUIRE);
+}
+
+void cache_wake(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_quiesce(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->jobs || c->bg || c->running)
+		pthread_cond_wait(&c->quiet, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* With c->lock held: whether o's answer may be given without waiting, and
+ * refreshes it in the background where due. Fresh answers are; in the last
+ * part of their ttl they are refreshed ahead. Once expired: the region list
+ * (revalidated off the path, it changes rarely), an answer read within the
+ * same part of ttl after its expiry (a reader who just missed the window),
+ * and a good answer within stale while a refresh runs in the background or
+ * after refreshes failed (tried again in the background with backoff): an
+ * outage is waited through by one background task, not by readers. */
+static int answer_now(struct cache *c, struct obj o, struct freshness *f, int strict)
+{
+	double now = now_mono(c), ttl = ttl_of(c, o), end = f->fetched + ttl;
+	double part = ttl * c->opts.refresh;
+
+	if (!has_answer(c, o, 0))
+		return 0;
+	if (f->fetched >= 0 && now < end) {
+		if (now >= end - ahead_of(c, o, ttl))
+			refresh(c, o, f, &c->stats.refresh_ahead);
+		return 1;
+	}
+	if (strict)
+		return 0;
+	if (f->fetched >= 0 && ((o.kind == K_REGIONS && has_answer(c, o, 1)) || now < end + part)) {
+		refresh(c, o, f, &c->stats.revalidations);
+		return 1;
+	}
+	if ((f->failing ||
+	     (f->flight.busy && f->flight.background && f->flight.epoch == c->epoch)) &&
+	    stale_usable(c, o, f)) {
+		refresh(c, o, f, &c->stats.revalidations);
+		c->stats.stale++;
+		return 1;
+	}
+	return 0;
+}
+
+/* With c->lock held: makes o answerable. 0 when it has an answer to give
+ * (see answer_now; only a fresh one when strict; or just fetched for this
+ * reader or another, or stale standing in for a failed refresh), or -errno
+ * (-EINTR when the reader was interrupted). The lock is let go while waiting: callers re-derive
+ * every pointer into the cache afterwards. */
+static int obtain_as(struct cache *c, struct obj o, int strict)
+{
+	for (;;) {
+		struct freshness *f = fr_of(c, o);
+		uint32_t seq;
+		int older;
+
+		if (answer_now(c, o, f, strict)) {
+			c->stats.hits++;
+			return 0;
+		}
+		if (interrupted())
+			return -EINTR;
+		if (!f->flight.busy) {
+			if (start(c, o, 0) < 0) {
+				/* no worker to be had: this reader fetches */
+				f->flight.busy = 1;
+				f->flight.epoch = c->epoch;
+				c->stats.misses++;
+				c->stats.waited++;
+				return fly(c, o);
+			}
+		} else if (f->flight.epoch == c->epoch) {
+			c->stats.coalesced++;
+		}
+		/* A fetch started before the caches were dropped is waited for,
+		 * not joined: "the next access fetches afresh". */
+		older = f->flight.epoch != c->epoch;
+		c->stats.waited++;
+		seq = f->flight.seq;
+		f->flight.waiters++;
+		__atomic_store_n(&f->flight.abandon, 0, __ATOMIC_RELAXED);
+		while ((f = fr_of(c, o))->flight.seq == seq && !interrupted())
+			pthread_cond_wait(&c->cond, &c->lock);
+		f->flight.waiters--;
+		if (f->flight.seq == seq) {
+			c->stats.interrupted++;
+			if (!f->flight.waiters && !f->flight.background)
+				__atomic_store_n(&f->flight.abandon, 1, __ATOMIC_RELAXED);
+			return -EINTR;
+		}
+		if (older)
+			continue;
+		if (f->flight.err)
+			return f->flight.err;
+		if (o.kind == K_IMAGE && slot_at(c, o.id)->state == SLOT_FREE)
+			return 0; /* moved (see slot_move): the caller looks it up anew */
+		return has_answer(c, o, 0) ? 0 : -EIO;
+	}
+}
+
+/* With c->lock held: obtain_as, taking no expired answer when strict. */
+static int obtain(struct cache *c, struct obj o)
+{
+	return obtain_as(c, o, 0);
 }
 
 /* ---- regions ---- */
@@ -1295,7 +1640,7 @@ int cache_regions(struct cache *c, struct cache_ids **out, double *left)
 	if (!err) {
 		*out = ids_ref(c->regions);
 		if (left)
-			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+			*left = left_of_obj(c, (struct obj){ K_REGIONS, 0 });
 	}
 	pthread_mutex_unlock(&c->lock);
 	return err;
@@ -1309,7 +1654,7 @@ int cache_regions_held(struct cache *c, struct cache_ids **out, double *left)
 	if (c->regions) {
 		*out = ids_ref(c->regions);
 		if (left)
-			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+			*left = left_of_obj(c, (struct obj){ K_REGIONS, 0 });
 		err = 0;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1333,25 +1678,41 @@ int cache_prime_regions(struct cache *c, json_t *regions)
 	return err;
 }
 
+/* With c->lock held: the id of region code in the region list, or -1. */
+static int64_t listed_region(struct cache *c, const char *code)
+{
+	for (uint32_t i = 0; i < c->regions->n; i++) {
+		if (strcmp(c->region[c->regions->ids[i]].code, code) == 0)
+			return c->regions->ids[i];
+	}
+	return -1;
+}
+
 int cache_region_find(struct cache *c, const char *name, uint32_t *region, double *left)
 {
 	struct obj o = { K_REGIONS, 0 };
+	int64_t id = -1;
 	int err;
 
 	if (!valid_region_code(name))
 		return -ENOENT;
 	pthread_mutex_lock(&c->lock);
 	err = obtain(c, o);
-	if (!err) {
+	if (!err)
+		id = listed_region(c, name);
+	/* A region the expired list does not have may be a new one: that
+	 * lookup (only) waits for the list. */
+	if (id < 0 && (err || !is_fresh(c, o))) {
+		err = obtain_as(c, o, 1);
+		if (!err)
+			id = listed_region(c, name);
+	}
+	if (!err && id < 0)
 		err = -ENOENT;
-		for (uint32_t i = 0; i < c->regions->n; i++) {
-			if (strcmp(c->region[c->regions->ids[i]].code, name) == 0) {
-				*region = c->regions->ids[i];
-				err = 0;
-			}
-		}
+	if (!err) {
+		*region = (uint32_t)id;
 		if (left)
-			*left = left_of(c, c->regions_fr.fetched, c->opts.ttl);
+			*left = left_of_obj(c, o);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return err;
@@ -1472,10 +1833,43 @@ int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids *
 
 		*out = ids_ref(r->listing);
 		if (left)
-			*left = left_of(c, r->fr.fetched, c->opts.ttl);
+			*left = left_of_obj(c, (struct obj){ K_LISTING, region });
 		if (changes)
 			*changes = r->changes;
 	}
+	pthread_mutex_unlock(&c->lock);
+	return err;
+}
+
+int cache_age(struct cache *c, enum cache_what what, uint32_t id, struct cache_age *out)
+{
+	struct obj o = { what == CACHE_AGE_REGIONS   ? K_REGIONS
+			 : what == CACHE_AGE_LISTING ? K_LISTING
+						     : K_IMAGE,
+			 id };
+	struct freshness *f;
+	struct timespec wall;
+	int err = -ENOENT;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	pthread_mutex_lock(&c->lock);
+	if ((o.kind == K_LISTING && id >= c->nregion) ||
+	    (o.kind == K_IMAGE && (id >= c->nslot || slot_at(c, id)->state == SLOT_FREE)))
+		goto out;
+	f = fr_of(c, o);
+	if (f->good >= 0 && has_answer(c, o, 0)) {
+		double now = now_mono(c);
+
+		out->fetched = (int64_t)(wall.tv_sec + wall.tv_nsec / 1e9 - (now - f->good));
+		if (f->flight.busy)
+			out->state = CACHE_REFRESHING;
+		else if (f->fetched < 0 || now >= f->fetched + ttl_of(c, o))
+			out->state = CACHE_STALE;
+		else
+			out->state = CACHE_FRESH;
+		err = 0;
+	}
+out:
 	pthread_mutex_unlock(&c->lock);
 	return err;
 }
@@ -1795,7 +2189,7 @@ int cache_by_name(struct cache *c, uint32_t region, int held, struct cache_names
 	r->names->refs++;
 	*out = r->names;
 	if (left)
-		*left = left_of(c, r->fr.fetched, c->opts.ttl);
+		*left = left_of_obj(c, (struct obj){ K_LISTING, region });
 out:
 	pthread_mutex_unlock(&c->lock);
 	return err;

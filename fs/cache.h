@@ -35,6 +35,15 @@ struct cache_opts {
 	double negative_ttl; /* seconds "no such image" stays fresh */
 	double stale;	     /* seconds past ttl a good answer may stand in for a
 				failed refresh (stale-if-error) */
+	double busy_ttl;     /* seconds an image in transition (and a listing
+				holding one) stays fresh; <= 0 or > ttl: ttl */
+	unsigned workers;    /* fetches run at once (0: 16) */
+	double refresh;	     /* a part of the ttl (a fraction, 0 to 0.5): how long
+				after expiry an answer is still served while it
+				is refreshed, and the most before expiry that a
+				read refreshes it ahead (as long before as a
+				fetch takes, at least a quarter of that part).
+				0: neither */
 };
 
 /* What changed, for the filesystem to tell the kernel. */
@@ -74,11 +83,36 @@ struct cache_image {
 	char no[24];	 /* serverImageNo */
 };
 
+/* Freshness, as shown in extended attributes: the wall-clock time of the
+ * answer being served (-1: none yet), and whether it is fresh, being
+ * refreshed, or stale (expired, or its last refresh failed). */
+enum cache_state { CACHE_FRESH, CACHE_REFRESHING, CACHE_STALE };
+struct cache_age {
+	int64_t fetched;
+	enum cache_state state;
+};
+/* The age of the region list (id ignored), a region's listing, or an image
+ * slot's answer: 0, or -ENOENT when there is none. Never fetches. */
+enum cache_what { CACHE_AGE_REGIONS, CACHE_AGE_LISTING, CACHE_AGE_IMAGE };
+int cache_age(struct cache *c, enum cache_what what, uint32_t id, struct cache_age *out);
+
+/* Interruption, for the calling thread: while *flag (read atomically) is
+ * nonzero, a wait for the API gives up with -EINTR; the fetch goes on for
+ * other readers, and is abandoned when none is left. NULL clears it. Whoever
+ * sets the flag calls cache_wake so that waiters look at it. */
+void cache_set_interrupt(const int *flag);
+void cache_wake(struct cache *c);
+/* Waits until no fetch is queued or running (tests, and a quiet shutdown). */
+void cache_quiesce(struct cache *c);
+
 /* Creates a cache over src (copied; what src->arg points to must outlive
  * the cache). NULL when out of memory. */
 struct cache *cache_new(const struct cache_source *src, const struct cache_opts *opts,
 			cache_change_fn *on_change, void *arg);
 void cache_free(struct cache *c);
+/* Stops the workers: fetches under way give up (waiters get -EINTR), and no
+ * more start (readers then fetch themselves). Idempotent; cache_free does it. */
+void cache_close(struct cache *c);
 /* Forgets every answer, reporting each as changed so that the kernel can be
  * told too; the next access fetches afresh, and a fetch under way when this
  * is called does not count as fresh either. */
@@ -129,14 +163,20 @@ int cache_image_get(struct cache *c, uint32_t slot, int32_t gen, struct cache_im
 
 /* What the cache has done, for /.stats and statfs. */
 struct cache_stats {
-	uint64_t hits;	    /* answered from the cache */
-	uint64_t misses;    /* fetched */
-	uint64_t coalesced; /* waited for another reader's fetch */
-	uint64_t stale;	    /* served a stale answer after a failed refresh */
-	uint64_t images;    /* image slots held */
-	uint64_t bytes;	    /* bytes of image trees held */
-	uint64_t reclaimed; /* image slots given back */
-	uint64_t scans;	    /* cache_reclaim calls */
+	uint64_t hits;		 /* answered from the cache */
+	uint64_t misses;	 /* fetched */
+	uint64_t coalesced;	 /* waited for another reader's fetch */
+	uint64_t stale;		 /* served a stale answer after a failed refresh */
+	uint64_t images;	 /* image slots held */
+	uint64_t bytes;		 /* bytes of image trees held */
+	uint64_t reclaimed;	 /* image slots given back */
+	uint64_t scans;		 /* cache_reclaim calls */
+	uint64_t refresh_ahead;	 /* refreshes started by a read in the last part of a ttl */
+	uint64_t revalidations;	 /* refreshes started in the background for an expired answer */
+	uint64_t refresh_failed; /* background refreshes that failed */
+	uint64_t waited;	 /* reads that waited for the API */
+	uint64_t interrupted;	 /* waits given up on a signal (EINTR) */
+	uint64_t abandoned;	 /* fetches given up because nobody waited any more */
 };
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 

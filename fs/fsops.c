@@ -33,6 +33,8 @@
 #define BYNAME ".by-name"
 #define STATS ".stats"
 #define XATTR_CODENAME "user.ncp.codeName"
+#define XATTR_FETCHED "user.ncp.fetched"
+#define XATTR_STATE "user.ncp.state"
 #define STOP_WAIT_S 1.0 /* how long unmounting waits for the kernel to take a note */
 
 /* A note for the kernel: drop an inode's cached data, or a name's entry. */
@@ -368,6 +370,42 @@ static void set_timeouts(struct fuse_entry_param *e, double left)
 	e->attr_timeout = left;
 }
 
+/* ---- interrupts ---- */
+
+/* A request that may wait for the API: a signal to its caller (Ctrl-C)
+ * reaches the daemon as an interrupt, which ends the wait with EINTR. */
+struct intr {
+	int flag; /* atomic */
+	struct fsops *fs;
+	fuse_req_t req;
+};
+
+static void on_interrupt(fuse_req_t req, void *data)
+{
+	struct intr *i = data;
+
+	(void)req;
+	__atomic_store_n(&i->flag, 1, __ATOMIC_RELEASE);
+	cache_wake(i->fs->cache);
+}
+
+static void intr_begin(struct intr *i, fuse_req_t req, struct fsops *fs)
+{
+	i->flag = 0;
+	i->fs = fs;
+	i->req = req;
+	cache_set_interrupt(&i->flag);
+	fuse_req_interrupt_func(req, on_interrupt, i);
+}
+
+/* Before the reply (which frees the request): waits out a callback under
+ * way, so that i may go. */
+static void intr_end(struct intr *i)
+{
+	fuse_req_interrupt_func(i->req, NULL, NULL);
+	cache_set_interrupt(NULL);
+}
+
 /* ---- /.stats and .by-name ---- */
 
 /* Makes a new /.stats text ("key: value" lines) and keeps it for reads;
@@ -392,8 +430,10 @@ static ssize_t stats_refresh(struct fsops *fs)
 			fprintf(f, "api_calls.%s.%s: %llu\n", ncp_action_name((enum ncp_action)a),
 				ncp_outcome_name((enum ncp_outcome)o), ns.calls[a][o]);
 	}
-	fprintf(f, "api_retries: %llu\napi_bytes_received: %llu\napi_connections: %ld\n",
-		ns.retries, ns.bytes_received, ns.connections);
+	fprintf(f,
+		"api_retries: %llu\napi_cancelled: %llu\napi_bytes_received: %llu\n"
+		"api_connections: %ld\n",
+		ns.retries, ns.cancelled, ns.bytes_received, ns.connections);
 	fprintf(f,
 		"cache_hits: %" PRIu64 "\ncache_misses: %" PRIu64 "\ncache_coalesced: %" PRIu64
 		"\ncache_stale_serves: %" PRIu64 "\ncache_images: %" PRIu64
@@ -401,6 +441,12 @@ static ssize_t stats_refresh(struct fsops *fs)
 		"\n",
 		cs.hits, cs.misses, cs.coalesced, cs.stale, cs.images, cs.bytes, cs.reclaimed,
 		cs.scans);
+	fprintf(f,
+		"refresh_ahead: %" PRIu64 "\nrefresh_revalidations: %" PRIu64
+		"\nrefresh_failures: %" PRIu64 "\nreads_waited: %" PRIu64
+		"\nreads_interrupted: %" PRIu64 "\nfetches_abandoned: %" PRIu64 "\n",
+		cs.refresh_ahead, cs.revalidations, cs.refresh_failed, cs.waited, cs.interrupted,
+		cs.abandoned);
 	if (fclose(f) != 0) {
 		free(text);
 		return -1;
@@ -910,6 +956,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct ino_parts p = ino_split(parent);
 	struct fuse_entry_param e;
 	double left = fs->opts.ttl;
+	struct intr in;
 	int err;
 
 	memset(&e, 0, sizeof(e));
@@ -917,6 +964,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
+	intr_begin(&in, req, fs);
 	switch (p.kind) {
 	case INO_K_ROOT:
 		err = lookup_root(fs, name, &e, &left);
@@ -936,6 +984,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		err = -ENOTDIR;
 		break;
 	}
+	intr_end(&in);
 	reply_lookup(req, err, &e, left);
 }
 
@@ -958,10 +1007,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct fsops *fs = fuse_req_userdata(req);
 	struct stat st;
 	double left;
+	struct intr in;
 	int err;
 
 	(void)fi;
+	intr_begin(&in, req, fs);
 	err = ino_attr(fs, ino, &st, &left);
+	intr_end(&in);
 	if (err)
 		fuse_reply_err(req, -err);
 	else
@@ -1147,17 +1199,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 	struct fsops *fs = fuse_req_userdata(req);
 	struct dirbuf d = { req, plus, malloc(size ? size : 1), size, 0 };
 	struct dirview v;
+	struct intr in;
 	int err;
 
 	if (!d.buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	intr_begin(&in, req, fs);
 	err = view_open(fs, ino, off < 0 ? 0 : off, &v);
 	if (!err) {
 		fill_dir(fs, &v, &d, off < 0 ? 0 : off);
 		view_close(fs, ino, &v);
 	}
+	intr_end(&in);
 	if (err)
 		fuse_reply_err(req, -err);
 	else
@@ -1232,8 +1287,12 @@ static void read_regjson(fuse_req_t req, struct fsops *fs, const struct ino_part
 	struct regdoc *d;
 	char *buf = NULL;
 	size_t len = 0;
-	int err = off < 0 ? -EINVAL : regdoc_of(fs, p, &d);
+	struct intr in;
+	int err;
 
+	intr_begin(&in, req, fs);
+	err = off < 0 ? -EINVAL : regdoc_of(fs, p, &d);
+	intr_end(&in);
 	if (!err) {
 		buf = malloc(size ? size : 1);
 		err = buf ? regdoc_read(d, (uint64_t)off, size, buf, &len) : -ENOMEM;
@@ -1333,14 +1392,67 @@ static void reply_xattr(fuse_req_t req, const char *value, size_t len, size_t si
 		fuse_reply_buf(req, value, len);
 }
 
+/* The age of the answer a directory shows: the region list for the root,
+ * the listing for a region, the image for an image's directory. 0, or
+ * -ENOENT (no such answer yet, or not such a directory). */
+static int age_of(struct fsops *fs, fuse_ino_t ino, struct cache_age *age)
+{
+	struct ino_parts p = ino_split(ino);
+
+	switch (p.kind) {
+	case INO_K_ROOT:
+		return cache_age(fs->cache, CACHE_AGE_REGIONS, 0, age);
+	case INO_K_REGION:
+		return cache_age(fs->cache, CACHE_AGE_LISTING, p.id, age);
+	case INO_K_NODE:
+		return p.node == 0 ? cache_age(fs->cache, CACHE_AGE_IMAGE, p.slot, age) : -ENOENT;
+	default:
+		return -ENOENT;
+	}
+}
+
+/* user.ncp.fetched (RFC 3339, UTC) or user.ncp.state of ino, into buf. */
+static int age_value(struct fsops *fs, fuse_ino_t ino, const char *name, char *buf, size_t len)
+{
+	static const char *const states[] = { "fresh", "refreshing", "stale" };
+	struct cache_age age;
+	time_t t;
+	struct tm tm;
+
+	if (age_of(fs, ino, &age) < 0)
+		return -ENODATA;
+	if (strcmp(name, XATTR_STATE) == 0) {
+		snprintf(buf, len, "%s", states[age.state]);
+		return 0;
+	}
+	t = (time_t)age.fetched;
+	if (!gmtime_r(&t, &tm) || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return -EIO;
+	return 0;
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fsops *fs = fuse_req_userdata(req);
-	char *value = NULL;
+	char *value = NULL, age[40];
 	int err = 0;
 
-	if (strcmp(name, XATTR_CODENAME) == 0)
+	/* Only user.* names exist here. Saying that a namespace is not
+	 * supported (rather than "no such attribute") lets ls -l stop asking
+	 * for security.selinux and ACLs after the first file. */
+	if (strncmp(name, "user.", 5) != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (strcmp(name, XATTR_CODENAME) == 0) {
 		value = codename_of(fs, ino, &err);
+	} else if (strcmp(name, XATTR_FETCHED) == 0 || strcmp(name, XATTR_STATE) == 0) {
+		err = age_value(fs, ino, name, age, sizeof(age));
+		if (!err) {
+			reply_xattr(req, age, strlen(age), size);
+			return;
+		}
+	}
 	if (err)
 		fuse_reply_err(req, -err);
 	else if (!value)
@@ -1352,7 +1464,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	static const char ages[] = XATTR_FETCHED "\0" XATTR_STATE;
 	struct fsops *fs = fuse_req_userdata(req);
+	struct cache_age age;
 	int err;
 	char *value = codename_of(fs, ino, &err);
 
@@ -1360,6 +1474,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, -err);
 	else if (value)
 		reply_xattr(req, XATTR_CODENAME, sizeof(XATTR_CODENAME), size);
+	else if (age_of(fs, ino, &age) == 0)
+		reply_xattr(req, ages, sizeof(ages), size);
 	else
 		reply_xattr(req, "", 0, size);
 	free(value);
@@ -1555,7 +1671,8 @@ struct fsops *fsops_new(const struct cache_source *src, struct ncp_client *clien
 			const struct fsops_opts *opts)
 {
 	struct fsops *fs = calloc(1, sizeof(*fs));
-	struct cache_opts co = { opts->ttl, opts->negative_ttl, opts->stale };
+	struct cache_opts co = { opts->ttl,	 opts->negative_ttl, opts->stale,
+				 opts->busy_ttl, opts->workers,	     opts->refresh };
 
 	if (!fs)
 		return NULL;
@@ -1692,6 +1809,8 @@ void fsops_free(struct fsops *fs)
 {
 	if (!fs)
 		return;
+	if (fs->cache)
+		cache_close(fs->cache); /* no fetch lands on what goes next */
 	for (uint32_t r = 0; r < MAX_REGIONS; r++) {
 		regdoc_unref(fs, fs->regdoc[r]);
 		regdoc_unref(fs, fs->regdoc_prev[r]);

@@ -14,7 +14,10 @@ struct fsops;
 struct fsops_opts {
 	double ttl;
 	double negative_ttl;
-	double stale; /* serve the last good answer this long past ttl on errors */
+	double stale;	  /* serve the last good answer this long past ttl on errors */
+	double busy_ttl;  /* ttl of images in transition (<= 0: ttl) */
+	unsigned workers; /* fetches at once (0: the cache's default) */
+	double refresh;	  /* see struct cache_opts (0: no refresh ahead) */
 };
 
 /* Creates the filesystem over src (copied; see cache_new); client (borrowed,

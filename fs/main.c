@@ -41,6 +41,7 @@ struct options {
 	char *config;
 	char *ttl;
 	char *negative_ttl;
+	char *busy_ttl;
 	char *timeout;
 	char *max_threads;
 	char *retries;
@@ -66,6 +67,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("config=%s", config),
 	OPT("ttl=%s", ttl),
 	OPT("negative_ttl=%s", negative_ttl),
+	OPT("busy_ttl=%s", busy_ttl),
 	OPT("timeout=%s", timeout),
 	OPT("max_threads=%s", max_threads),
 	OPT("retries=%s", retries),
@@ -134,6 +136,9 @@ static void usage(const char *prog)
 	       "ncloudfs options:\n"
 	       "    -o ttl=SECONDS          keep answers this long (default 60; 0: no caching)\n"
 	       "    -o negative_ttl=SECONDS remember missing images this long (default 10)\n"
+	       "    -o busy_ttl=SECONDS     keep images in transition (creating, copying, ...)\n"
+	       "                            and listings holding one this long (default 5,\n"
+	       "                            at most ttl)\n"
 	       "    -o timeout=SECONDS      bound on each API request (default 10)\n"
 	       "    -o retries=N            tries again after a 429, 5xx, reset or timeout\n"
 	       "                            (default 3; exponential backoff with jitter)\n"
@@ -303,13 +308,23 @@ static int check_options(struct options *o, struct settings *s)
 	s->max_threads = 64;
 	s->retries = 3;
 	s->fs.stale = 300;
+	s->fs.busy_ttl = 5;
+	s->fs.refresh = 0.2; /* the last fifth of a ttl: see README, "Freshness" */
 	if (parse_seconds("ttl", o->ttl, 0, &s->fs.ttl) < 0 ||
 	    parse_seconds("stale", o->stale, 0, &s->fs.stale) < 0 ||
 	    parse_count("retries", o->retries, 0, 20, &s->retries) < 0 ||
 	    parse_seconds("negative_ttl", o->negative_ttl, 0, &s->fs.negative_ttl) < 0 ||
+	    parse_seconds("busy_ttl", o->busy_ttl, 0.001, &s->fs.busy_ttl) < 0 ||
 	    parse_seconds("timeout", o->timeout, 0.001, &s->timeout) < 0 ||
 	    parse_count("max_threads", o->max_threads, 1, 1024, &s->max_threads) < 0)
 		return -1;
+	if (o->busy_ttl && s->fs.busy_ttl > s->fs.ttl) {
+		fprintf(stderr, "ncloudfs: busy_ttl (%s) must be at most ttl (%g)\n", o->busy_ttl,
+			s->fs.ttl);
+		return -1;
+	}
+	if (s->fs.busy_ttl > s->fs.ttl)
+		s->fs.busy_ttl = s->fs.ttl; /* the default, with a shorter ttl */
 	if (o->cafile && (access(o->cafile, R_OK) != 0 || absolute(&o->cafile) < 0)) {
 		fprintf(stderr, "ncloudfs: cannot read cafile '%s': %s\n", o->cafile,
 			strerror(errno));
@@ -678,6 +693,7 @@ out:
 	free(o.config);
 	free(o.ttl);
 	free(o.negative_ttl);
+	free(o.busy_ttl);
 	free(o.timeout);
 	free(o.max_threads);
 	free(s.api_url);

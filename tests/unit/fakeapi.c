@@ -38,6 +38,7 @@ struct fake_api {
 	enum ncp_errkind fail_kind[FAKE_NACTIONS];
 	int closed[FAKE_NACTIONS], waiting[FAKE_NACTIONS];
 	unsigned calls[FAKE_NACTIONS];
+	unsigned cancelled[FAKE_NACTIONS];
 };
 
 struct fake_api *fake_new(void)
@@ -138,6 +139,7 @@ void fake_delete(struct fake_api *f, const char *region, uint64_t no)
 
 char *fake_image_json(uint64_t no, const char *name, const char *os, int version)
 {
+	/* every fourth version is one in transition (held busy_ttl) */
 	char num[24];
 	json_t *o;
 	char *text;
@@ -147,8 +149,9 @@ char *fake_image_json(uint64_t no, const char *name, const char *os, int version
 		      "serverImageNo", num, "serverImageName", name, "serverImageDescription",
 		      "made by the unit tests", "serverImageType", "code", "SELF", "codeName",
 		      "self image", "osType", "code", os, "codeName", os, "serverImageStatusName",
-		      "created", "createDate", "2025-06-20T09:59:39+0900", "version", version,
-		      "blockStorageMappingList", "order", 0, "blockStorageName", "disk0");
+		      version % 4 == 3 ? "creating" : "created", "createDate",
+		      "2025-06-20T09:59:39+0900", "version", version, "blockStorageMappingList",
+		      "order", 0, "blockStorageName", "disk0");
 	if (!o)
 		abort();
 	text = json_dumps(o, JSON_COMPACT);
@@ -222,14 +225,24 @@ void fake_latency(struct fake_api *f, double seconds)
 	pthread_mutex_unlock(&f->lock);
 }
 
-unsigned fake_calls(struct fake_api *f, enum fake_action a)
+static unsigned counted(struct fake_api *f, const unsigned *counter)
 {
 	unsigned n;
 
 	pthread_mutex_lock(&f->lock);
-	n = f->calls[a];
+	n = *counter;
 	pthread_mutex_unlock(&f->lock);
 	return n;
+}
+
+unsigned fake_cancelled(struct fake_api *f, enum fake_action a)
+{
+	return counted(f, &f->cancelled[a]);
+}
+
+unsigned fake_calls(struct fake_api *f, enum fake_action a)
+{
+	return counted(f, &f->calls[a]);
 }
 
 /* Every call starts here: counts it, waits at its gate, sleeps its latency
@@ -245,9 +258,27 @@ static int begin(struct fake_api *f, enum fake_action a, struct ncp_error *err)
 	f->calls[a]++;
 	f->waiting[a]++;
 	pthread_cond_broadcast(&f->cond);
-	while (f->closed[a])
-		pthread_cond_wait(&f->cond, &f->lock);
+	/* A closed gate holds the call as a hung API would: until opened, or
+	 * until the caller gives up (ncp_set_cancel), looked at every 5 ms. */
+	while (f->closed[a] && !ncp_cancelled()) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 5000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+	}
 	f->waiting[a]--;
+	if (f->closed[a]) {
+		f->cancelled[a]++;
+		err->kind = NCP_ERR_CANCELLED;
+		snprintf(err->message, sizeof(err->message), "cancelled");
+		err->attempts = 1;
+		return -1;
+	}
 	latency = f->latency;
 	if (latency > 0) {
 		struct timespec ts = { (time_t)latency,

@@ -50,5 +50,7 @@ void fake_wrong_detail(struct fake_api *f, uint64_t other);
 void fake_latency(struct fake_api *f, double seconds);
 
 unsigned fake_calls(struct fake_api *f, enum fake_action a);
+/* Calls given up at a closed gate (the caller's ncp_set_cancel check). */
+unsigned fake_cancelled(struct fake_api *f, enum fake_action a);
 
 #endif

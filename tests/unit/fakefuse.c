@@ -6,6 +6,7 @@
 #include "fakefuse.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@ enum { R_NONE, R_ERR, R_ENTRY, R_ATTR, R_BUF, R_LINK, R_XATTR, R_OPEN, R_STATFS,
 
 struct fuse_req {
 	void *userdata;
+	fuse_interrupt_func_t interrupt;
+	void *interrupt_data;
 	int kind;
 	int err;
 	struct fuse_entry_param e;
@@ -107,8 +110,27 @@ void *fuse_req_userdata(fuse_req_t req)
 	return req->userdata;
 }
 
+/* A reply frees the request: an interrupt callback must be taken back
+ * first (libfuse would call it on a freed request). */
+static void replying(fuse_req_t req)
+{
+	if (req->interrupt) {
+		fprintf(stderr, "fakefuse: reply with an interrupt callback still set\n");
+		abort();
+	}
+}
+
+/* Requests here are never interrupted: the callback is only checked to be
+ * taken back before the reply. */
+void fuse_req_interrupt_func(fuse_req_t req, fuse_interrupt_func_t func, void *data)
+{
+	req->interrupt = func;
+	req->interrupt_data = data;
+}
+
 int fuse_reply_err(fuse_req_t req, int err)
 {
+	replying(req);
 	req->kind = R_ERR;
 	req->err = err;
 	return 0;
@@ -116,11 +138,13 @@ int fuse_reply_err(fuse_req_t req, int err)
 
 void fuse_reply_none(fuse_req_t req)
 {
+	replying(req);
 	req->kind = R_NOREPLY;
 }
 
 int fuse_reply_entry(fuse_req_t req, const struct fuse_entry_param *e)
 {
+	replying(req);
 	req->kind = R_ENTRY;
 	req->e = *e;
 	return 0;
@@ -129,6 +153,7 @@ int fuse_reply_entry(fuse_req_t req, const struct fuse_entry_param *e)
 int fuse_reply_attr(fuse_req_t req, const struct stat *attr, double attr_timeout)
 {
 	(void)attr_timeout;
+	replying(req);
 	req->kind = R_ATTR;
 	req->attr = *attr;
 	return 0;
@@ -136,6 +161,7 @@ int fuse_reply_attr(fuse_req_t req, const struct stat *attr, double attr_timeout
 
 int fuse_reply_buf(fuse_req_t req, const char *buf, size_t size)
 {
+	replying(req);
 	req->kind = R_BUF;
 	req->data = ff_malloc(size ? size : 1);
 	if (size)
@@ -146,6 +172,7 @@ int fuse_reply_buf(fuse_req_t req, const char *buf, size_t size)
 
 int fuse_reply_readlink(fuse_req_t req, const char *link)
 {
+	replying(req);
 	req->kind = R_LINK;
 	req->len = strlen(link);
 	req->data = ff_malloc(req->len + 1);
@@ -155,6 +182,7 @@ int fuse_reply_readlink(fuse_req_t req, const char *link)
 
 int fuse_reply_xattr(fuse_req_t req, size_t count)
 {
+	replying(req);
 	req->kind = R_XATTR;
 	req->xattr = count;
 	return 0;
@@ -163,6 +191,7 @@ int fuse_reply_xattr(fuse_req_t req, size_t count)
 int fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
 {
 	(void)fi;
+	replying(req);
 	req->kind = R_OPEN;
 	return 0;
 }
@@ -170,6 +199,7 @@ int fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
 int fuse_reply_statfs(fuse_req_t req, const struct statvfs *stbuf)
 {
 	(void)stbuf;
+	replying(req);
 	req->kind = R_STATFS;
 	return 0;
 }

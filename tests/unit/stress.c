@@ -856,7 +856,10 @@ int stress_run(struct stress_rng *g, const struct stress_opts *so)
 		   (int)rnd(g, 2), 0);
 	ttl = ttls[rnd(g, 3)];
 	stale = rnd(g, 2) ? 0 : 30;
-	o = (struct fsops_opts){ ttl, rnd(g, 2) ? 0 : 5, stale };
+	/* refreshes ahead of the ttl and in the background, or none; images in
+	 * transition held a shorter time, or not */
+	o = (struct fsops_opts){ ttl, rnd(g, 2) ? 0 : 5,  stale, rnd(g, 2) ? 0 : 0.5,
+				 0,   rnd(g, 3) ? 0.2 : 0 };
 	src = fake_source(api);
 	fs = fsops_new(&src, NULL, &o);
 	if (!fs)

@@ -20,7 +20,7 @@
 static struct fsops *mount_fake(struct fake_api *api, double ttl, double negative_ttl, double stale)
 {
 	struct cache_source src = fake_source(api);
-	struct fsops_opts o = { ttl, negative_ttl, stale };
+	struct fsops_opts o = { .ttl = ttl, .negative_ttl = negative_ttl, .stale = stale };
 	struct fsops *fs = fsops_new(&src, NULL, &o);
 
 	if (!fs)

@@ -270,7 +270,7 @@ static int serving(struct fsops *fs)
 int main(void)
 {
 	struct cache_source src;
-	struct fsops_opts opts = { 60, 5, 0 };
+	struct fsops_opts opts = { 60, 5, 0, 5, 0, 0.2 }; /* as mounted by default */
 	long n, runs = 0;
 	int bad_runs = 0, broken = 0;
 
