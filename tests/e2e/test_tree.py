@@ -410,8 +410,12 @@ def test_xattrs_of_codes_plain_files_and_directories(emulator, mount):
     assert_errno(errno.ENODATA, os.getxattr, image / "serverImageName", XATTR)
     assert_errno(errno.ENODATA, os.getxattr, image / "osType", "user.ncp.nothing")
     assert_errno(errno.ENODATA, os.getxattr, image / "osType", "user.codeName")
-    for path in (m.path, m.path / "KR", image, image / "blockStorageMappingList",
-                 m.path / "KR" / "3135.json"):
+    os.listdir(m.path / "KR")
+    # the root, a region and an image show the age of their answer (test_fresh.py)
+    for path in (m.path, m.path / "KR", image):
+        assert os.listxattr(path) == ["user.ncp.fetched", "user.ncp.state"]
+        assert_errno(errno.ENODATA, os.getxattr, path, XATTR)
+    for path in (image / "blockStorageMappingList", m.path / "KR" / "3135.json"):
         assert os.listxattr(path) == []
         assert_errno(errno.ENODATA, os.getxattr, path, XATTR)
 
