@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 import emu  # noqa: E402
+import fresh  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROWS = []
@@ -200,6 +201,7 @@ def main():
     """Run every measurement against fresh emulators and print the table."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="runs for medians (default 5)")
+    ap.add_argument("--only", help="run only one group of rows (fresh)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ncloudfs-bench-"))
     cert = emu.make_cert(root)
@@ -208,13 +210,16 @@ def main():
             template = e.image("KR", "3135")
             for no in UNLISTED:
                 e.put_image("SGN", dict(template, serverImageNo=no))
-            cold_grep(e, root, args.runs)
-            warm_grep(e, root, args.runs)
-            single_fetch(e, root)
-            overlap(e, root)
-            connections(e, root)
-        with emu.Emulator(root / "emu10k", *cert, images=9999) as e:
-            big_region(e, root)
+            if args.only != "fresh":
+                cold_grep(e, root, args.runs)
+                warm_grep(e, root, args.runs)
+                single_fetch(e, root)
+                overlap(e, root)
+                connections(e, root)
+            fresh.run(e, root, Mount, row)
+        if args.only != "fresh":
+            with emu.Emulator(root / "emu10k", *cert, images=9999) as e:
+                big_region(e, root)
     finally:
         subprocess.run("for m in %s/mnt*; do fusermount3 -uz $m; done 2>/dev/null" % root,
                        shell=True)
