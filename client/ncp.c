@@ -66,6 +66,12 @@ struct ncp_client {
 	atomic_long connections;
 	pthread_mutex_t stats_lock;
 	struct ncp_stats stats; /* under stats_lock */
+	/* At most `limit` requests in flight (under stats_lock): halved on a
+	 * 429, then grown back by one per limit answers, up to max_requests. */
+	pthread_cond_t slot_freed;
+	int max_requests, in_flight;
+	double limit;
+	unsigned cut; /* bumped at each halving: one per burst of 429s */
 };
 
 struct body {
@@ -655,6 +661,9 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 		snprintf(errbuf, errlen, "cannot create a mutex");
 		return NULL;
 	}
+	pthread_cond_init(&c->slot_freed, NULL);
+	c->max_requests = cfg->max_requests > 0 ? cfg->max_requests : NCP_MAX_REQUESTS_DEFAULT;
+	c->limit = c->max_requests;
 	atomic_init(&c->connections, 0);
 	c->timeout_s = cfg->timeout_s > 0 ? cfg->timeout_s : NCP_TIMEOUT_DEFAULT;
 	c->retries = cfg->retries > 0 ? cfg->retries : 0;
@@ -715,6 +724,7 @@ void ncp_client_free(struct ncp_client *c)
 		pthread_mutex_destroy(&c->share_locks[i]);
 	pthread_mutex_destroy(&c->pool_lock);
 	pthread_mutex_destroy(&c->stats_lock);
+	pthread_cond_destroy(&c->slot_freed);
 	if (c->secret_key) {
 		OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
 		free(c->secret_key);
@@ -747,6 +757,7 @@ void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out)
 {
 	pthread_mutex_lock(&c->stats_lock);
 	*out = c->stats;
+	out->limit = (long)c->limit;
 	pthread_mutex_unlock(&c->stats_lock);
 	out->connections = atomic_load(&c->connections);
 }
@@ -978,6 +989,55 @@ static void backoff(const struct ncp_client *c, int attempt, double retry_after)
 	}
 }
 
+/* Waits for room among the requests in flight: 0 and the halving count to
+ * hand back to slot_give, or -1 when the call is cancelled meanwhile. */
+static int slot_take(struct ncp_client *c, unsigned *cut)
+{
+	pthread_mutex_lock(&c->stats_lock);
+	while (c->in_flight >= (int)c->limit) {
+		struct timespec ts;
+
+		if (ncp_cancelled()) {
+			pthread_mutex_unlock(&c->stats_lock);
+			return -1;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20000000; /* looks at the cancel check every 20 ms */
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&c->slot_freed, &c->stats_lock, &ts);
+	}
+	c->in_flight++;
+	if (c->in_flight > c->stats.in_flight_peak)
+		c->stats.in_flight_peak = c->in_flight;
+	*cut = c->cut;
+	pthread_mutex_unlock(&c->stats_lock);
+	return 0;
+}
+
+/* A request is over: a 429 halves the limit (once for all the requests sent
+ * before the halving), any other answer grows it by 1/limit, so by one per
+ * limit answers, as TCP's congestion window does. */
+static void slot_give(struct ncp_client *c, unsigned cut, enum outcome how, long status)
+{
+	pthread_mutex_lock(&c->stats_lock);
+	c->in_flight--;
+	if (how == ANSWERED && status == 429) {
+		if (cut == c->cut) {
+			c->limit = c->limit / 2 < 1 ? 1 : (double)(int)(c->limit / 2);
+			c->cut++;
+		}
+	} else if (how == ANSWERED && c->limit < c->max_requests) {
+		c->limit += 1 / c->limit;
+		if (c->limit > c->max_requests)
+			c->limit = c->max_requests;
+	}
+	pthread_cond_signal(&c->slot_freed);
+	pthread_mutex_unlock(&c->stats_lock);
+}
+
 static int call(struct ncp_client *c, const char *action, const struct ncp_param *params,
 		size_t nparams, json_t **payload, struct ncp_error *err, enum shape *shape)
 {
@@ -988,6 +1048,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 	size_t bytes = 0;
 	enum outcome how = LOCAL;
 	int rc = -1, attempt = 0;
+	unsigned cut;
 
 	*payload = NULL;
 	*shape = SHAPE_NONE;
@@ -1003,7 +1064,12 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		free(b.data);
 		memset(&b, 0, sizeof(b));
 		err_clear(err, 0);
+		if (slot_take(c, &cut) < 0) {
+			err_set(err, NCP_ERR_CANCELLED, "cancelled");
+			break;
+		}
 		how = perform(c, url, uri, &b, &status, &retry_after, err);
+		slot_give(c, cut, how, status);
 		bytes += b.len;
 		if (err->kind == NCP_ERR_CANCELLED)
 			break;

@@ -38,7 +38,9 @@ struct ncp_config {
 	const char *cafile; /* extra CA bundle, or NULL */
 	double timeout_s;   /* bound on each request, whole transfer */
 	int retries;	    /* further tries after a 429, 5xx, reset or timeout */
+	int max_requests;   /* requests in flight at once, at most (0: 16) */
 };
+#define NCP_MAX_REQUESTS_DEFAULT 16
 
 struct ncp_client;
 
@@ -58,7 +60,9 @@ void ncp_client_free(struct ncp_client *c);
  * returns 0 and sets *payload to a new reference to the "<action>Response"
  * object. On failure returns -1 and fills *err. A 429, a 5xx, a reset or a
  * timeout is tried again up to cfg->retries times, after an exponential,
- * jittered backoff that honours Retry-After (up to the timeout). Thread-safe. */
+ * jittered backoff that honours Retry-After (up to the timeout). At most
+ * cfg->max_requests requests of one client are in flight at once (fewer
+ * after a 429: see struct ncp_stats limit); callers beyond wait. Thread-safe. */
 int ncp_call(struct ncp_client *c, const char *action, const struct ncp_param *params,
 	     size_t nparams, json_t **payload, struct ncp_error *err);
 
@@ -102,6 +106,8 @@ struct ncp_stats {
 	unsigned long long calls[NCP_NACTIONS][NCP_NOUTCOMES];
 	unsigned long long retries;	   /* extra tries */
 	unsigned long long cancelled;	   /* calls given up on the caller's word */
+	long limit;			   /* requests allowed in flight now (halved on 429) */
+	long in_flight_peak;		   /* the most requests in flight at once */
 	unsigned long long bytes_received; /* response bodies */
 	long connections;
 };

@@ -44,6 +44,7 @@ struct options {
 	char *busy_ttl;
 	char *timeout;
 	char *max_threads;
+	char *max_requests;
 	char *retries;
 	char *stale;
 	char *site;
@@ -70,6 +71,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("busy_ttl=%s", busy_ttl),
 	OPT("timeout=%s", timeout),
 	OPT("max_threads=%s", max_threads),
+	OPT("max_requests=%s", max_requests),
 	OPT("retries=%s", retries),
 	OPT("stale=%s", stale),
 	OPT("site=%s", site),
@@ -155,6 +157,8 @@ static void usage(const char *prog)
 	       "                            else DEFAULT)\n"
 	       "    -o config=PATH          credentials file (default ~/.ncloud/configure)\n"
 	       "    -o max_threads=N        most requests served at once (default 64)\n"
+	       "    -o max_requests=N       most API requests in flight at once (default 16;\n"
+	       "                            halved on an HTTP 429, then grown back)\n"
 	       "    -o delay_connect        mount without first checking the keys and the\n"
 	       "                            gateway with one getRegionList call\n"
 	       "    -o noauto_unmount       leave the mount behind if the daemon dies (by\n"
@@ -222,6 +226,7 @@ struct settings {
 	struct fsops_opts fs;
 	double timeout;
 	long max_threads;
+	long max_requests;
 	long retries;
 	const char *site_url;
 	const char *log; /* -o log, or NULL for the default */
@@ -306,18 +311,25 @@ static int check_options(struct options *o, struct settings *s)
 	s->fs.negative_ttl = 10;
 	s->timeout = 10;
 	s->max_threads = 64;
+	s->max_requests = NCP_MAX_REQUESTS_DEFAULT;
 	s->retries = 3;
 	s->fs.stale = 300;
 	s->fs.busy_ttl = 5;
-	s->fs.refresh = 0.2; /* the last fifth of a ttl: see README, "Freshness" */
+	s->fs.refresh = 0.2; /* see README, "Fresh without waiting" */
 	if (parse_seconds("ttl", o->ttl, 0, &s->fs.ttl) < 0 ||
 	    parse_seconds("stale", o->stale, 0, &s->fs.stale) < 0 ||
 	    parse_count("retries", o->retries, 0, 20, &s->retries) < 0 ||
 	    parse_seconds("negative_ttl", o->negative_ttl, 0, &s->fs.negative_ttl) < 0 ||
 	    parse_seconds("busy_ttl", o->busy_ttl, 0.001, &s->fs.busy_ttl) < 0 ||
 	    parse_seconds("timeout", o->timeout, 0.001, &s->timeout) < 0 ||
-	    parse_count("max_threads", o->max_threads, 1, 1024, &s->max_threads) < 0)
+	    parse_count("max_threads", o->max_threads, 1, 1024, &s->max_threads) < 0 ||
+	    parse_count("max_requests", o->max_requests, 1, 1024, &s->max_requests) < 0)
 		return -1;
+	/* a fetch per request allowed, and at least the default's: fetches
+	 * beyond the limit wait in the client, where the limit may change */
+	s->fs.workers =
+		(unsigned)(s->max_requests > NCP_MAX_REQUESTS_DEFAULT ? s->max_requests
+								      : NCP_MAX_REQUESTS_DEFAULT);
 	if (o->busy_ttl && s->fs.busy_ttl > s->fs.ttl) {
 		fprintf(stderr, "ncloudfs: busy_ttl (%s) must be at most ttl (%g)\n", o->busy_ttl,
 			s->fs.ttl);
@@ -649,8 +661,8 @@ int main(int argc, char *argv[])
 	s.api_url = strdup(pick_api_url(&o, &cr, s.site_url));
 	if (!s.api_url)
 		goto out;
-	nc = (struct ncp_config){ s.api_url, cr.access_key, cr.secret_key,
-				  o.cafile,  s.timeout,	    (int)s.retries };
+	nc = (struct ncp_config){ s.api_url, cr.access_key,  cr.secret_key,	 o.cafile,
+				  s.timeout, (int)s.retries, (int)s.max_requests };
 	client = ncp_client_new(&nc, err, sizeof(err));
 	if (!client) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
@@ -696,6 +708,7 @@ out:
 	free(o.busy_ttl);
 	free(o.timeout);
 	free(o.max_threads);
+	free(o.max_requests);
 	free(s.api_url);
 	free(o.retries);
 	free(o.site);
