@@ -394,6 +394,12 @@ void ncp_set_cancel(int (*cancelled)(void *arg), void *arg)
 	cancel_arg = cancelled ? arg : NULL;
 }
 
+void ncp_get_cancel(int (**cancelled)(void *arg), void **arg)
+{
+	*cancelled = cancel_fn;
+	*arg = cancel_arg;
+}
+
 int ncp_cancelled(void)
 {
 	return cancel_fn && cancel_fn(cancel_arg);

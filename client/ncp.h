@@ -83,6 +83,9 @@ int ncp_image_detail(struct ncp_client *c, const char *region, const char *image
  * most 20 ms while a retry waits), failing with NCP_ERR_CANCELLED and making
  * no further try. NULL clears it. */
 void ncp_set_cancel(int (*cancelled)(void *arg), void *arg);
+/* The calling thread's cancel check (NULL if none), to hand to another
+ * thread that works for the same call. */
+void ncp_get_cancel(int (**cancelled)(void *arg), void **arg);
 /* Nonzero when the calling thread's cancel check says so now. */
 int ncp_cancelled(void);
 

@@ -23,6 +23,7 @@
 
 #define LIST_PAGE_SIZE 1000
 #define MAX_LIST_PAGES 10000
+#define LIST_AT_ONCE 16	     /* pages of one listing fetched at once, at most */
 #define STALE_RETRY_S 5.0    /* first wait before a failing object is tried again */
 #define STALE_RETRY_MAX 60.0 /* the longest: the wait doubles up to this */
 #define WORKERS_DEFAULT 16
@@ -973,56 +974,187 @@ static int seen_add(struct seen *s, uint64_t no)
 	}
 }
 
+/* One page of a listing, fetched and mapped to trees. */
+struct page {
+	long no;
+	long total; /* its totalRows */
+	size_t got; /* rows it held */
+	struct rows rows;
+	int err;
+};
+
+/* Pages fetched at once by a few threads, each taking the next page. */
+struct batch {
+	struct cache *c;
+	const char *region;
+	struct page *pages;
+	long n, next; /* next: the next page to take, under lock */
+	int failed;   /* a page failed: take no more */
+	pthread_mutex_t lock;
+	int (*cancel)(void *); /* the caller's cancel check, for every thread */
+	void *cancel_arg;
+};
+
+/* Fetches page p and maps its rows; reports a failure. */
+static void page_fetch(struct cache *c, const char *region, struct page *p)
+{
+	struct ncp_error e;
+	json_t *part = NULL;
+	char what[64];
+
+	if (c->src.list_page(c->src.arg, region, p->no, LIST_PAGE_SIZE, &part, &p->total, &e) < 0) {
+		snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, p->no);
+		report(c, what, &e);
+		p->err = -ncp_error_errno(&e);
+		return;
+	}
+	p->got = json_array_size(part);
+	p->err = rows_add_page(&p->rows, region, part);
+}
+
+static void *batch_run(void *arg)
+{
+	struct batch *b = arg;
+
+	ncp_set_cancel(b->cancel, b->cancel_arg);
+	for (;;) {
+		long i;
+
+		pthread_mutex_lock(&b->lock);
+		i = b->failed ? b->n : b->next++;
+		pthread_mutex_unlock(&b->lock);
+		if (i >= b->n)
+			break;
+		page_fetch(b->c, b->region, &b->pages[i]);
+		if (b->pages[i].err) {
+			pthread_mutex_lock(&b->lock);
+			b->failed = 1;
+			pthread_mutex_unlock(&b->lock);
+		}
+	}
+	ncp_set_cancel(NULL, NULL);
+	return NULL;
+}
+
+/* Fetches pages first .. first + n - 1 at once (on up to LIST_AT_ONCE
+ * threads, this one included) into pages[]: 0, or the first error. */
+static int batch_fetch(struct cache *c, const char *region, struct page *pages, long first, long n)
+{
+	struct batch b = { c, region, pages, n, 0, 0, PTHREAD_MUTEX_INITIALIZER, NULL, NULL };
+	pthread_t t[LIST_AT_ONCE];
+	int started = 0;
+
+	for (long i = 0; i < n; i++)
+		pages[i] = (struct page){ .no = first + i };
+	ncp_get_cancel(&b.cancel, &b.cancel_arg);
+	while (started < LIST_AT_ONCE - 1 && started + 1 < n &&
+	       pthread_create(&t[started], NULL, batch_run, &b) == 0)
+		started++;
+	batch_run(&b);
+	ncp_set_cancel(b.cancel, b.cancel_arg); /* batch_run cleared this thread's */
+	for (int i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	pthread_mutex_destroy(&b.lock);
+	for (long i = 0; i < n; i++) {
+		if (pages[i].err)
+			return pages[i].err;
+	}
+	return 0;
+}
+
+/* Adds page p's rows to rows and their numbers to seen; consumes p's rows.
+ * Returns -ENOMEM, 1 when the listing is complete or ends here (said once),
+ * or 0 to go on. */
+static int page_merge(const char *region, struct page *p, struct rows *rows, struct seen *seen,
+		      long *total)
+{
+	size_t distinct = seen->n;
+	int err = 0;
+
+	*total = p->total;
+	for (size_t i = 0; i < p->rows.n; i++) {
+		if (err || rows_push(rows, p->rows.trees[i], p->rows.nos[i]) < 0) {
+			err = -ENOMEM;
+			tree_unref(p->rows.trees[i]);
+		} else if (seen_add(seen, p->rows.nos[i]) < 0) {
+			err = -ENOMEM; /* the tree is rows' now */
+		}
+	}
+	free(p->rows.trees);
+	free(p->rows.nos);
+	memset(&p->rows, 0, sizeof(p->rows));
+	if (err)
+		return err;
+	if ((long)seen->n >= *total)
+		return 1;
+	/* A gateway that ends early, or repeats itself (ignoring pageNo), ends
+	 * the listing here, said once rather than 10,000 calls later. */
+	if (p->got == 0 || seen->n == distinct) {
+		log_msg(LOG_LVL_WARNING,
+			"getServerImageList %s: page %ld brought %s; listed %zu of %ld", region,
+			p->no, p->got ? "no image not already listed" : "no image", seen->n,
+			*total);
+		return 1;
+	}
+	if (p->no == MAX_LIST_PAGES) {
+		log_msg(LOG_LVL_WARNING,
+			"getServerImageList %s: stopped after %d pages; listed %zu of %ld", region,
+			MAX_LIST_PAGES, seen->n, *total);
+		return 1;
+	}
+	return 0;
+}
+
 /* Fetches every page of a region's listing. It ends at an empty page, or
  * once as many distinct images as totalRows says have come: a page shorter
  * than asked does not end it (a gateway may cap its pages), and a row that
- * shifts onto the next page while images are created is not counted twice. */
+ * shifts onto the next page while images are created is not counted twice.
+ * Once the first page tells how many there are, the pages that should hold
+ * the rest are fetched at once; any still missing (rows that shifted, a
+ * gateway that capped its pages) are then fetched one after another. The
+ * listing is installed once, whole. */
 static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 {
 	struct seen seen = { 0 };
-	struct ncp_error e;
-	long total = 0;
-	char what[64];
-	int err = 0;
+	long total = 0, next = 1, n = 1;
+	size_t per = 0; /* rows per page, as the first page had them */
+	int done = 0;
 
-	for (long page = 1; page <= MAX_LIST_PAGES && !err; page++) {
-		json_t *part = NULL;
-		size_t got, before = rows->n;
+	while (!done && next <= MAX_LIST_PAGES) {
+		struct page *pages = calloc((size_t)n, sizeof(*pages));
 
-		if (c->src.list_page(c->src.arg, region, page, LIST_PAGE_SIZE, &part, &total, &e) <
-		    0) {
-			snprintf(what, sizeof(what), "getServerImageList %s page %ld", region,
-				 page);
-			report(c, what, &e);
-			err = -ncp_error_errno(&e);
+		if (!pages) {
+			done = -ENOMEM;
 			break;
 		}
-		size_t distinct = seen.n;
-
-		got = json_array_size(part);
-		err = rows_add_page(rows, region, part);
-		for (size_t i = before; i < rows->n && !err; i++) {
-			if (seen_add(&seen, rows->nos[i]) < 0)
-				err = -ENOMEM;
+		if (n > 1) {
+			done = batch_fetch(c, region, pages, next, n);
+		} else {
+			pages[0].no = next;
+			page_fetch(c, region, &pages[0]);
+			done = pages[0].err;
+			if (next == 1)
+				per = pages[0].got;
 		}
-		if (err || (long)seen.n >= total)
-			break;
-		/* A gateway that ends early, or repeats itself (ignoring pageNo),
-		 * ends the listing here, said once rather than 10,000 calls later. */
-		if (got == 0 || seen.n == distinct) {
-			log_msg(LOG_LVL_WARNING,
-				"getServerImageList %s: page %ld brought %s; listed %zu of %ld",
-				region, page, got ? "no image not already listed" : "no image",
-				seen.n, total);
-			break;
+		for (long i = 0; i < n; i++) {
+			if (!done)
+				done = page_merge(region, &pages[i], rows, &seen, &total);
+			rows_release(&pages[i].rows);
 		}
-		if (page == MAX_LIST_PAGES)
-			log_msg(LOG_LVL_WARNING,
-				"getServerImageList %s: stopped after %d pages; listed %zu of %ld",
-				region, MAX_LIST_PAGES, seen.n, total);
+		free(pages);
+		next += n;
+		/* the pages that should hold the rest, at once (LIST_AT_ONCE at a
+		 * time, so that a totalRows that lies costs one such wave, not
+		 * MAX_LIST_PAGES calls) */
+		n = per && total > (long)seen.n ? (long)(((size_t)total - seen.n + per - 1) / per)
+						: 1;
+		if (n > LIST_AT_ONCE)
+			n = LIST_AT_ONCE;
+		if (next + n - 1 > MAX_LIST_PAGES)
+			n = MAX_LIST_PAGES - next + 1;
 	}
 	free(seen.no);
-	return err;
+	return done < 0 ? done : 0;
 }
 
 /* ---- installing answers (with c->lock held) ---- */

@@ -39,6 +39,7 @@ struct fake_api {
 	int closed[FAKE_NACTIONS], waiting[FAKE_NACTIONS];
 	unsigned calls[FAKE_NACTIONS];
 	unsigned cancelled[FAKE_NACTIONS];
+	unsigned sleeping[FAKE_NACTIONS], peak[FAKE_NACTIONS]; /* in their latency */
 };
 
 struct fake_api *fake_new(void)
@@ -245,6 +246,11 @@ unsigned fake_calls(struct fake_api *f, enum fake_action a)
 	return counted(f, &f->calls[a]);
 }
 
+unsigned fake_peak(struct fake_api *f, enum fake_action a)
+{
+	return counted(f, &f->peak[a]);
+}
+
 /* Every call starts here: counts it, waits at its gate, sleeps its latency
  * and says whether it fails (0 or -1 with *err filled). Returns with
  * f->lock held. */
@@ -284,9 +290,12 @@ static int begin(struct fake_api *f, enum fake_action a, struct ncp_error *err)
 		struct timespec ts = { (time_t)latency,
 				       (long)((latency - (double)(time_t)latency) * 1e9) };
 
+		if (++f->sleeping[a] > f->peak[a])
+			f->peak[a] = f->sleeping[a];
 		pthread_mutex_unlock(&f->lock);
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&f->lock);
+		f->sleeping[a]--;
 	}
 	failing = f->fail[a] > 0;
 	if (failing) {

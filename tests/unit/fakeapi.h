@@ -50,6 +50,8 @@ void fake_wrong_detail(struct fake_api *f, uint64_t other);
 void fake_latency(struct fake_api *f, double seconds);
 
 unsigned fake_calls(struct fake_api *f, enum fake_action a);
+/* The most calls of action at once (while in their latency). */
+unsigned fake_peak(struct fake_api *f, enum fake_action a);
 /* Calls given up at a closed gate (the caller's ncp_set_cancel check). */
 unsigned fake_cancelled(struct fake_api *f, enum fake_action a);
 

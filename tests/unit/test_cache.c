@@ -299,9 +299,10 @@ static void test_capped_pages(void)
 	CHECK(list_shaped(api, 100, 0, 0, &d) == 252);
 	CHECK(fake_calls(api, FAKE_LIST) == 3);
 	free(d);
-	/* totalRows lies: three pages and an empty one */
+	/* totalRows lies: the first page, then one wave of pages fetched at
+	 * once (three with rows, the rest empty), and no more */
 	CHECK(list_shaped(api, 100, 0, 1000000, &d) == 252);
-	CHECK(fake_calls(api, FAKE_LIST) == 3 + 4);
+	CHECK(fake_calls(api, FAKE_LIST) == 3 + 1 + 16);
 	free(d);
 	/* a row shifting onto the next page is neither lost nor listed twice */
 	CHECK(list_shaped(api, 100, 1, 0, &d) == 252);
@@ -309,15 +310,45 @@ static void test_capped_pages(void)
 	fake_free(api);
 }
 
+/* 10,000 images: the first page, then the other nine at once (the fake
+ * takes 20 ms a call): ten calls, as one after another. A failing page
+ * fails the listing, nothing installed and nothing leaked; the next read
+ * lists afresh. */
+static void test_pages_at_once(void)
+{
+	struct fake_api *api = region_of_n(10000);
+	struct ff_dirent *d;
+
+	fake_latency(api, 0.02);
+	CHECK(list_shaped(api, 0, 0, 0, &d) == 10000 + 2);
+	CHECK(fake_calls(api, FAKE_LIST) == 10);
+	CHECK(fake_peak(api, FAKE_LIST) >= 2);
+	free(d);
+	fake_fail(api, FAKE_LIST, 1, NCP_ERR_IO);
+	fake_latency(api, 0);
+	{
+		struct fsops *fs = mount_fake(api, 60, 5, 0);
+		uint64_t kr = region_ino_of(fs, "KR");
+		size_t n = 0;
+
+		CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == -EIO);
+		CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0 && n == 10002);
+		free(d);
+		fsops_free(fs);
+	}
+	fake_free(api);
+}
+
 /* A gateway that ignores pageNo: the listing ends when a page brings no new
- * image, after two calls, not ten thousand. */
+ * image, after the first page and the two fetched at once with it, not ten
+ * thousand calls. */
 static void test_stuck_pages(void)
 {
 	struct fake_api *api = region_of_n(2500);
 	struct ff_dirent *d;
 
 	CHECK(list_shaped(api, 0, -1, 0, &d) == 1000 + 2);
-	CHECK(fake_calls(api, FAKE_LIST) == 2);
+	CHECK(fake_calls(api, FAKE_LIST) == 3);
 	free(d);
 	fake_free(api);
 }
@@ -1033,6 +1064,7 @@ int main(void)
 	test_flight_across_growth();
 	test_capped_pages();
 	test_stuck_pages();
+	test_pages_at_once();
 	test_wrong_detail();
 	test_readdir_chunks();
 	test_readdir_across_reclaim();

@@ -283,6 +283,7 @@ int main(void)
 		exempt++;
 		api = fake_new();
 		fake_add_region(api, "KR");
+		fake_pages(api, 16, 0, 0); /* pages of 16: three, two fetched at once */
 		exempt--;
 		for (uint64_t no = 1; no <= 40; no++)
 			put(api, no,
