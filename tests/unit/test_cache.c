@@ -331,7 +331,9 @@ static void test_pages_at_once(void)
 		uint64_t kr = region_ino_of(fs, "KR");
 		size_t n = 0;
 
+		d = NULL;
 		CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == -EIO);
+		free(d); /* what was read before the error, if anything */
 		CHECK(ff_readdir_all(fs, kr, 65536, 0, &d, &n) == 0 && n == 10002);
 		free(d);
 		fsops_free(fs);
