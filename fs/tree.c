@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* tree.c: the JSON-to-tree mapping. An image is flattened breadth-first into
  * one block: a node array followed by a pool of NUL-terminated strings
- * (names, values, codeNames). About 20 bytes a node plus the text, so a
- * typical image costs well under its raw JSON. */
+ * (names, values, codeNames). Strings that repeat across images (keys,
+ * codes, code names, short values) are kept once for all trees instead
+ * (see "shared strings"). 16 bytes a node plus the text only this image
+ * has, so a typical image costs well under its raw JSON. */
 #include "tree.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +20,17 @@
 /* What a node was in the JSON, so tree_to_json can give it back. */
 enum jtype { J_STRING, J_INT, J_REAL, J_TRUE, J_FALSE, J_NULL, J_CODE, J_OBJECT, J_ARRAY };
 
+/* A string of a tree: a pool offset, or with REF_SHARED a shared string. */
+#define REF_SHARED 0x80000000u
+#define TB_TYPE_SHIFT 28 /* tb: enum jtype above, the b below */
+#define TB_B_MASK ((1u << TB_TYPE_SHIFT) - 1)
+
 struct tnode {
-	uint32_t name; /* pool offset */
-	uint32_t a;    /* file: value offset;   dir: first child */
-	uint32_t b;    /* file: value length;   dir: number of children */
-	uint32_t c;    /* file: codeName offset or NONE; dir: number of subdirs */
-	uint8_t type;  /* enum jtype */
+	uint32_t name; /* a string ref */
+	uint32_t a;    /* file: value ref;   dir: first child */
+	uint32_t tb;   /* type << TB_TYPE_SHIFT | b, b being
+			  file: value length; dir: number of children */
+	uint32_t c;    /* file: codeName ref or NONE; dir: number of subdirs */
 };
 
 struct tree {
@@ -32,9 +40,143 @@ struct tree {
 	int has_date;
 	int64_t date;		 /* createDate, parsed once */
 	atomic_size_t json_size; /* of tree_json_text, once asked for; 0: not yet */
-	struct tnode *nodes;	 /* points into this same block */
-	char *pool;
+	struct tnode nodes[];	 /* count of them, then the pool (pool_of) */
 };
+
+/* The tree's own strings, after its nodes in the same block. */
+static char *pool_of(const struct tree *t)
+{
+	return (char *)(t->nodes + t->count);
+}
+
+static enum jtype node_type(const struct tnode *n)
+{
+	return (enum jtype)(n->tb >> TB_TYPE_SHIFT);
+}
+
+static uint32_t node_b(const struct tnode *n)
+{
+	return n->tb & TB_B_MASK;
+}
+
+/* ---- shared strings ----
+ *
+ * One table for the process: append-only text in chunks that never move, an
+ * index of chunks of pointers (an id names a string for good), and a hash
+ * set of ids, all under one mutex while adding or finding. A tree keeps the
+ * id. Reading an id's text needs no lock: the id was found or added under
+ * the mutex before the tree holding it was made, and trees reach other
+ * threads through the cache's lock. Bounded: once SHARED_MAX strings or
+ * SHARED_BYTES of text are held (hostile answers full of distinct values),
+ * new strings stay in their tree's pool; nothing is ever freed, so equal
+ * content always gets the same representation. */
+#define SHARED_LEN 64		/* longer strings are not shared */
+#define SHARED_MAX (1u << 18)	/* strings */
+#define SHARED_BYTES (8u << 20) /* of text */
+#define SHARED_CHUNK 65536u	/* text chunk */
+#define SHARED_IDS 4096u	/* ids per index chunk */
+
+static struct {
+	pthread_mutex_t lock;
+	const char **index[SHARED_MAX / SHARED_IDS];
+	char *text;	     /* the current text chunk */
+	size_t text_used;    /* in it */
+	size_t bytes;	     /* of text chunks made */
+	uint32_t n;	     /* strings */
+	uint32_t *hash, cap; /* id + 1, 0 = empty */
+} shared = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static uint32_t str_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+static const char *shared_str(uint32_t id)
+{
+	return shared.index[id / SHARED_IDS][id % SHARED_IDS];
+}
+
+/* With shared.lock held: the hash grown to hold one more id; -1 if no memory. */
+static int shared_grow(void)
+{
+	uint32_t cap = shared.cap ? shared.cap * 2 : 4096, *hash;
+
+	if ((shared.n + 1) * 2 <= shared.cap)
+		return 0;
+	hash = calloc(cap, sizeof(*hash));
+	if (!hash)
+		return -1;
+	for (uint32_t i = 0; i < shared.cap; i++) {
+		const char *k;
+		uint32_t j;
+
+		if (!shared.hash[i])
+			continue;
+		k = shared_str(shared.hash[i] - 1);
+		for (j = str_hash(k, strlen(k)) & (cap - 1); hash[j]; j = (j + 1) & (cap - 1))
+			;
+		hash[j] = shared.hash[i];
+	}
+	free(shared.hash);
+	shared.hash = hash;
+	shared.cap = cap;
+	return 0;
+}
+
+/* The shared id of s (added if new and there is room): 0 and *id, or -1. */
+static int shared_id(const char *s, uint32_t *id)
+{
+	size_t len = strlen(s);
+	uint32_t h = str_hash(s, len), j;
+	int found = -1;
+
+	if (len > SHARED_LEN)
+		return -1;
+	pthread_mutex_lock(&shared.lock);
+	for (j = shared.cap ? h & (shared.cap - 1) : 0; shared.cap && shared.hash[j];
+	     j = (j + 1) & (shared.cap - 1)) {
+		if (strcmp(shared_str(shared.hash[j] - 1), s) == 0) {
+			*id = shared.hash[j] - 1;
+			found = 0;
+			goto out;
+		}
+	}
+	if (shared.n == SHARED_MAX || shared_grow() < 0)
+		goto out;
+	if (!shared.text || shared.text_used + len + 1 > SHARED_CHUNK) {
+		char *chunk;
+
+		if (shared.bytes + SHARED_CHUNK > SHARED_BYTES || !(chunk = malloc(SHARED_CHUNK)))
+			goto out;
+		shared.text = chunk;
+		shared.text_used = 0;
+		shared.bytes += SHARED_CHUNK;
+	}
+	if (!shared.index[shared.n / SHARED_IDS] &&
+	    !(shared.index[shared.n / SHARED_IDS] = malloc(SHARED_IDS * sizeof(char *))))
+		goto out;
+	memcpy(shared.text + shared.text_used, s, len + 1);
+	shared.index[shared.n / SHARED_IDS][shared.n % SHARED_IDS] = shared.text + shared.text_used;
+	shared.text_used += len + 1;
+	for (j = h & (shared.cap - 1); shared.hash[j]; j = (j + 1) & (shared.cap - 1))
+		;
+	shared.hash[j] = shared.n + 1;
+	*id = shared.n++;
+	found = 0;
+out:
+	pthread_mutex_unlock(&shared.lock);
+	return found;
+}
+
+/* The text of a string ref of t. */
+static const char *str_at(const struct tree *t, uint32_t ref)
+{
+	return ref & REF_SHARED ? shared_str(ref & ~REF_SHARED) : pool_of(t) + ref;
+}
 
 static int valid_name(const char *k)
 {
@@ -117,19 +259,40 @@ struct sizing {
 	unsigned skipped;
 };
 
+/* Whether a value is worth sharing: one that repeats across images, so
+ * not one that names or numbers this image (serverImageNo, names, dates,
+ * instance numbers): values with no digit, and the shortest. Keys and
+ * common codes are always worth it. */
+static int shareable(const char *s)
+{
+	return strlen(s) <= 3 || !strpbrk(s, "0123456789");
+}
+
+/* Pool bytes for s: none when it is (or becomes) a shared string. Strings
+ * are only ever added, so what is shared here is shared when filling too. */
+static size_t pool_need(const char *s, int share)
+{
+	uint32_t id;
+
+	return share && shared_id(s, &id) == 0 ? 0 : strlen(s) + 1;
+}
+
 static void size_name_value(struct sizing *s, const char *name, json_t *v)
 {
 	char num[64];
 
+	const char *text;
+
 	s->nodes++;
-	s->pool += strlen(name) + 1;
+	s->pool += pool_need(name, 1);
 	if (is_dir(v))
 		return;
-	s->pool += strlen(scalar_text(v, num, sizeof(num))) + 1;
+	text = scalar_text(v, num, sizeof(num));
+	s->pool += pool_need(text, json_is_object(v) || shareable(text));
 	if (json_is_object(v)) /* a common code: its unusable keys are left out */
 		s->skipped += (unsigned)json_object_size(v) - 2;
 	if (json_is_object(v) && json_is_string(json_object_get(v, "codeName")))
-		s->pool += strlen(json_string_value(json_object_get(v, "codeName"))) + 1;
+		s->pool += pool_need(json_string_value(json_object_get(v, "codeName")), 1);
 }
 
 /* First pass: counts nodes and pool bytes, checks depth and names. */
@@ -175,12 +338,15 @@ struct filler {
 	uint32_t pool; /* next free pool byte */
 };
 
-static uint32_t put_string(struct filler *f, const char *s)
+/* A ref to s: shared (if share), or copied into the pool. */
+static uint32_t put_string(struct filler *f, const char *s, int share)
 {
 	size_t n = strlen(s) + 1;
 	uint32_t at = f->pool;
 
-	memcpy(f->t->pool + at, s, n);
+	if (share && shared_id(s, &at) == 0)
+		return at | REF_SHARED;
+	memcpy(pool_of(f->t) + at, s, n);
 	f->pool += (uint32_t)n;
 	return at;
 }
@@ -210,18 +376,20 @@ static enum jtype jtype_of(json_t *v)
 static void add_child(struct filler *f, const char *name, json_t *v)
 {
 	struct tnode *n = &f->t->nodes[f->next];
+	const char *text;
 	char num[64];
 
 	f->src[f->next++] = v;
-	n->name = put_string(f, name);
-	n->type = (uint8_t)jtype_of(v);
+	n->name = put_string(f, name, 1);
+	n->tb = (uint32_t)jtype_of(v) << TB_TYPE_SHIFT;
 	if (is_dir(v))
 		return; /* a, b, c are set when the directory's turn comes */
-	n->a = put_string(f, scalar_text(v, num, sizeof(num)));
-	n->b = (uint32_t)strlen(f->t->pool + n->a);
+	text = scalar_text(v, num, sizeof(num));
+	n->a = put_string(f, text, json_is_object(v) || shareable(text));
+	n->tb |= (uint32_t)strlen(str_at(f->t, n->a));
 	n->c = NONE;
-	if (n->type == J_CODE && json_is_string(json_object_get(v, "codeName")))
-		n->c = put_string(f, json_string_value(json_object_get(v, "codeName")));
+	if (node_type(n) == J_CODE && json_is_string(json_object_get(v, "codeName")))
+		n->c = put_string(f, json_string_value(json_object_get(v, "codeName")), 1);
 }
 
 /* Second pass, breadth-first: gives directory d its contiguous children. */
@@ -252,10 +420,11 @@ static void fill_dir(struct filler *f, uint32_t d)
 		}
 	}
 	n->a = first;
-	n->b = f->next - first;
+	n->tb |= f->next - first;
 	n->c = 0;
 	for (uint32_t i = first; i < f->next; i++)
-		n->c += f->t->nodes[i].type == J_OBJECT || f->t->nodes[i].type == J_ARRAY;
+		n->c += node_type(&f->t->nodes[i]) == J_OBJECT ||
+			node_type(&f->t->nodes[i]) == J_ARRAY;
 }
 
 struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t errlen)
@@ -289,25 +458,25 @@ struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t e
 	atomic_init(&t->refs, 1);
 	atomic_init(&t->json_size, 0);
 	t->count = (uint32_t)s.nodes;
-	t->pool_len = (uint32_t)s.pool;
-	t->nodes = (struct tnode *)(t + 1);
-	t->pool = (char *)(t->nodes + s.nodes);
 	f.t = t;
 	f.next = 1;
 	f.pool = 1; /* offset 0 is the empty name of the root */
 	f.src[0] = image;
-	t->nodes[0].type = J_OBJECT;
+	t->nodes[0].tb = (uint32_t)J_OBJECT << TB_TYPE_SHIFT;
 	for (uint32_t i = 0; i < f.next; i++) {
-		if (t->nodes[i].type == J_OBJECT || t->nodes[i].type == J_ARRAY)
+		if (node_type(&t->nodes[i]) == J_OBJECT || node_type(&t->nodes[i]) == J_ARRAY)
 			fill_dir(&f, i);
 	}
+	/* what strings were shared is known now: the pool may be shorter than
+	 * sized, never longer (strings are only ever added) */
+	t->pool_len = f.pool;
 	if (skipped)
 		*skipped = s.skipped;
 	{
 		uint32_t n;
 
 		t->has_date = tree_lookup(t, 0, "createDate", &n) == 0 &&
-			      t->nodes[n].type == J_STRING &&
+			      node_type(&t->nodes[n]) == J_STRING &&
 			      tree_parse_date(tree_value(t, n), &t->date) == 0;
 	}
 out:
@@ -344,16 +513,15 @@ int tree_equal(const struct tree *a, const struct tree *b)
 	for (uint32_t i = 0; i < a->count; i++) {
 		const struct tnode *x = &a->nodes[i], *y = &b->nodes[i];
 
-		if (x->name != y->name || x->a != y->a || x->b != y->b || x->c != y->c ||
-		    x->type != y->type)
+		if (x->name != y->name || x->a != y->a || x->tb != y->tb || x->c != y->c)
 			return 0;
 	}
-	return memcmp(a->pool, b->pool, a->pool_len) == 0;
+	return memcmp(pool_of(a), pool_of(b), a->pool_len) == 0;
 }
 
 static int node_is_dir(const struct tnode *n)
 {
-	return n->type == J_OBJECT || n->type == J_ARRAY;
+	return node_type(n) == J_OBJECT || node_type(n) == J_ARRAY;
 }
 
 enum tree_kind tree_kind(const struct tree *t, uint32_t node)
@@ -363,12 +531,12 @@ enum tree_kind tree_kind(const struct tree *t, uint32_t node)
 
 const char *tree_name(const struct tree *t, uint32_t node)
 {
-	return t->pool + t->nodes[node].name;
+	return str_at(t, t->nodes[node].name);
 }
 
 uint32_t tree_nchildren(const struct tree *t, uint32_t dir)
 {
-	return node_is_dir(&t->nodes[dir]) ? t->nodes[dir].b : 0;
+	return node_is_dir(&t->nodes[dir]) ? node_b(&t->nodes[dir]) : 0;
 }
 
 uint32_t tree_nsubdirs(const struct tree *t, uint32_t dir)
@@ -387,7 +555,7 @@ int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *
 
 	if (!node_is_dir(d))
 		return -1;
-	if (d->type == J_ARRAY) {
+	if (node_type(d) == J_ARRAY) {
 		/* Entries are "0".."n-1" in canonical form: no sign, no leading 0. */
 		char *end;
 		unsigned long i;
@@ -395,13 +563,13 @@ int tree_lookup(const struct tree *t, uint32_t dir, const char *name, uint32_t *
 		if (name[0] < '0' || name[0] > '9' || (name[0] == '0' && name[1]))
 			return -1;
 		i = strtoul(name, &end, 10);
-		if (*end || i >= d->b)
+		if (*end || i >= node_b(d))
 			return -1;
 		*child = d->a + (uint32_t)i;
 		return 0;
 	}
-	for (uint32_t i = d->a; i < d->a + d->b; i++) {
-		if (strcmp(t->pool + t->nodes[i].name, name) == 0) {
+	for (uint32_t i = d->a; i < d->a + node_b(d); i++) {
+		if (strcmp(str_at(t, t->nodes[i].name), name) == 0) {
 			*child = i;
 			return 0;
 		}
@@ -413,14 +581,14 @@ size_t tree_size(const struct tree *t, uint32_t file)
 {
 	const struct tnode *n = &t->nodes[file];
 
-	if (node_is_dir(n) || n->type == J_NULL)
+	if (node_is_dir(n) || node_type(n) == J_NULL)
 		return 0;
-	return (size_t)n->b + 1;
+	return (size_t)node_b(n) + 1;
 }
 
 const char *tree_value(const struct tree *t, uint32_t file)
 {
-	return node_is_dir(&t->nodes[file]) ? "" : t->pool + t->nodes[file].a;
+	return node_is_dir(&t->nodes[file]) ? "" : str_at(t, t->nodes[file].a);
 }
 
 size_t tree_read(const struct tree *t, uint32_t file, size_t off, char *buf, size_t len)
@@ -432,7 +600,7 @@ size_t tree_read(const struct tree *t, uint32_t file, size_t off, char *buf, siz
 	n = size - off < len ? size - off : len;
 	vlen = size - 1; /* the value; the newline follows it */
 	if (off < vlen)
-		memcpy(buf, t->pool + t->nodes[file].a + off, n < vlen - off ? n : vlen - off);
+		memcpy(buf, str_at(t, t->nodes[file].a) + off, n < vlen - off ? n : vlen - off);
 	if (off + n == size)
 		buf[n - 1] = '\n';
 	return n;
@@ -442,24 +610,24 @@ const char *tree_codename(const struct tree *t, uint32_t file)
 {
 	const struct tnode *n = &t->nodes[file];
 
-	return n->type == J_CODE && n->c != NONE ? t->pool + n->c : NULL;
+	return node_type(n) == J_CODE && n->c != NONE ? str_at(t, n->c) : NULL;
 }
 
 static json_t *node_to_json(const struct tree *t, uint32_t i)
 {
 	const struct tnode *n = &t->nodes[i];
-	const char *v = t->pool + n->a;
+	const char *v = node_is_dir(n) ? "" : str_at(t, n->a);
 	json_t *j;
 
-	switch (n->type) {
+	switch (node_type(n)) {
 	case J_OBJECT:
 	case J_ARRAY:
-		j = n->type == J_OBJECT ? json_object() : json_array();
-		for (uint32_t c = n->a; j && c < n->a + n->b; c++) {
+		j = node_type(n) == J_OBJECT ? json_object() : json_array();
+		for (uint32_t c = n->a; j && c < n->a + node_b(n); c++) {
 			json_t *cj = node_to_json(t, c);
 			int rc = !cj ? -1
-				 : n->type == J_OBJECT
-					 ? json_object_set_new(j, t->pool + t->nodes[c].name, cj)
+				 : node_type(n) == J_OBJECT
+					 ? json_object_set_new(j, str_at(t, t->nodes[c].name), cj)
 					 : json_array_append_new(j, cj);
 
 			/* all or nothing: a part left out would read as another
@@ -472,7 +640,7 @@ static json_t *node_to_json(const struct tree *t, uint32_t i)
 		return j;
 	case J_CODE:
 		return json_pack("{s:s, s:o}", "code", v, "codeName",
-				 n->c == NONE ? json_null() : json_string(t->pool + n->c));
+				 n->c == NONE ? json_null() : json_string(str_at(t, n->c)));
 	case J_STRING:
 		return json_string(v);
 	case J_INT:
