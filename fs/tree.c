@@ -15,10 +15,19 @@
 #include <string.h>
 #include <time.h>
 
-#define NONE UINT32_MAX
-
 /* What a node was in the JSON, so tree_to_json can give it back. */
-enum jtype { J_STRING, J_INT, J_REAL, J_TRUE, J_FALSE, J_NULL, J_CODE, J_OBJECT, J_ARRAY };
+enum jtype {
+	J_STRING,
+	J_INT,
+	J_REAL,
+	J_TRUE,
+	J_FALSE,
+	J_NULL,
+	J_CODE,	 /* its value is "code\0codeName" */
+	J_CODE0, /* a code whose codeName is null: its value is "code" */
+	J_OBJECT,
+	J_ARRAY
+};
 
 /* A string of a tree: a pool offset, or with REF_SHARED a shared string. */
 #define REF_SHARED 0x80000000u
@@ -29,8 +38,8 @@ struct tnode {
 	uint32_t name; /* a string ref */
 	uint32_t a;    /* file: value ref;   dir: first child */
 	uint32_t tb;   /* type << TB_TYPE_SHIFT | b, b being
-			  file: value length; dir: number of children */
-	uint32_t c;    /* file: codeName ref or NONE; dir: number of subdirs */
+			  file: value length (of the code, for a code);
+			  dir: number of children */
 };
 
 struct tree {
@@ -70,7 +79,7 @@ static uint32_t node_b(const struct tnode *n)
  * SHARED_BYTES of text are held (hostile answers full of distinct values),
  * new strings stay in their tree's pool; nothing is ever freed, so equal
  * content always gets the same representation. */
-#define SHARED_LEN 64		/* longer strings are not shared */
+#define SHARED_LEN 128		/* longer strings are not shared (less than 256) */
 #define SHARED_MAX (1u << 18)	/* strings */
 #define SHARED_BYTES (8u << 20) /* of text */
 #define SHARED_CHUNK 65536u	/* text chunk */
@@ -95,9 +104,16 @@ static uint32_t str_hash(const char *s, size_t len)
 	return h;
 }
 
+/* A shared string: len bytes (NULs inside allowed: a code and its name),
+ * then a NUL; its length is the byte before it. */
 static const char *shared_str(uint32_t id)
 {
 	return shared.index[id / SHARED_IDS][id % SHARED_IDS];
+}
+
+static size_t shared_len(const char *str)
+{
+	return (unsigned char)str[-1];
 }
 
 /* With shared.lock held: the hash grown to hold one more id; -1 if no memory. */
@@ -117,7 +133,7 @@ static int shared_grow(void)
 		if (!shared.hash[i])
 			continue;
 		k = shared_str(shared.hash[i] - 1);
-		for (j = str_hash(k, strlen(k)) & (cap - 1); hash[j]; j = (j + 1) & (cap - 1))
+		for (j = str_hash(k, shared_len(k)) & (cap - 1); hash[j]; j = (j + 1) & (cap - 1))
 			;
 		hash[j] = shared.hash[i];
 	}
@@ -127,10 +143,10 @@ static int shared_grow(void)
 	return 0;
 }
 
-/* The shared id of s (added if new and there is room): 0 and *id, or -1. */
-static int shared_id(const char *s, uint32_t *id)
+/* The shared id of the len bytes at s (added if new and there is room): 0
+ * and *id, or -1. */
+static int shared_id(const char *s, size_t len, uint32_t *id)
 {
-	size_t len = strlen(s);
 	uint32_t h = str_hash(s, len), j;
 	int found = -1;
 
@@ -139,7 +155,9 @@ static int shared_id(const char *s, uint32_t *id)
 	pthread_mutex_lock(&shared.lock);
 	for (j = shared.cap ? h & (shared.cap - 1) : 0; shared.cap && shared.hash[j];
 	     j = (j + 1) & (shared.cap - 1)) {
-		if (strcmp(shared_str(shared.hash[j] - 1), s) == 0) {
+		const char *k = shared_str(shared.hash[j] - 1);
+
+		if (shared_len(k) == len && memcmp(k, s, len) == 0) {
 			*id = shared.hash[j] - 1;
 			found = 0;
 			goto out;
@@ -147,7 +165,7 @@ static int shared_id(const char *s, uint32_t *id)
 	}
 	if (shared.n == SHARED_MAX || shared_grow() < 0)
 		goto out;
-	if (!shared.text || shared.text_used + len + 1 > SHARED_CHUNK) {
+	if (!shared.text || shared.text_used + len + 2 > SHARED_CHUNK) {
 		char *chunk;
 
 		if (shared.bytes + SHARED_CHUNK > SHARED_BYTES || !(chunk = malloc(SHARED_CHUNK)))
@@ -159,9 +177,12 @@ static int shared_id(const char *s, uint32_t *id)
 	if (!shared.index[shared.n / SHARED_IDS] &&
 	    !(shared.index[shared.n / SHARED_IDS] = malloc(SHARED_IDS * sizeof(char *))))
 		goto out;
-	memcpy(shared.text + shared.text_used, s, len + 1);
-	shared.index[shared.n / SHARED_IDS][shared.n % SHARED_IDS] = shared.text + shared.text_used;
-	shared.text_used += len + 1;
+	shared.text[shared.text_used] = (char)len;
+	memcpy(shared.text + shared.text_used + 1, s, len);
+	shared.text[shared.text_used + 1 + len] = '\0';
+	shared.index[shared.n / SHARED_IDS][shared.n % SHARED_IDS] =
+		shared.text + shared.text_used + 1;
+	shared.text_used += len + 2;
 	for (j = h & (shared.cap - 1); shared.hash[j]; j = (j + 1) & (shared.cap - 1))
 		;
 	shared.hash[j] = shared.n + 1;
@@ -268,31 +289,62 @@ static int shareable(const char *s)
 	return strlen(s) <= 3 || !strpbrk(s, "0123456789");
 }
 
-/* Pool bytes for s: none when it is (or becomes) a shared string. Strings
- * are only ever added, so what is shared here is shared when filling too. */
-static size_t pool_need(const char *s, int share)
+/* What a file node holds: its text (for a common code, "code\0codeName"),
+ * its length, and whether to share it. buf is scratch. */
+struct value {
+	const char *text; /* the code alone when the pair is too long to share */
+	const char *name; /* a code's codeName, or NULL */
+	size_t len;	  /* of the whole (code, NUL, codeName) */
+	size_t code_len;  /* of the value, or of the code */
+	int share;
+};
+
+static struct value value_of(json_t *v, char *buf, size_t buflen)
+{
+	struct value x = { scalar_text(v, buf, buflen), NULL, 0, 0, 0 };
+	json_t *name = json_object_get(v, "codeName");
+
+	x.len = x.code_len = strlen(x.text);
+	x.share = json_is_object(v) || shareable(x.text);
+	if (json_is_object(v) && json_is_string(name)) {
+		size_t n = strlen(json_string_value(name));
+
+		x.name = json_string_value(name);
+		if (x.len + 1 + n < buflen) {
+			memmove(buf, x.text, x.len + 1);
+			memcpy(buf + x.len + 1, x.name, n + 1);
+			x.text = buf;
+		} else {
+			x.share = 0; /* too long to share: pooled in two parts */
+		}
+		x.len += 1 + n;
+	}
+	return x;
+}
+
+/* Pool bytes for len bytes at s and a NUL: none when they are (or become)
+ * a shared string. Strings are only ever added, so what is shared here is
+ * shared when filling too. */
+static size_t pool_need(const char *s, size_t len, int share)
 {
 	uint32_t id;
 
-	return share && shared_id(s, &id) == 0 ? 0 : strlen(s) + 1;
+	return share && shared_id(s, len, &id) == 0 ? 0 : len + 1;
 }
 
 static void size_name_value(struct sizing *s, const char *name, json_t *v)
 {
-	char num[64];
-
-	const char *text;
+	char buf[2 * SHARED_LEN + 2];
+	struct value x;
 
 	s->nodes++;
-	s->pool += pool_need(name, 1);
+	s->pool += pool_need(name, strlen(name), 1);
 	if (is_dir(v))
 		return;
-	text = scalar_text(v, num, sizeof(num));
-	s->pool += pool_need(text, json_is_object(v) || shareable(text));
+	x = value_of(v, buf, sizeof(buf));
+	s->pool += pool_need(x.text, x.len, x.share);
 	if (json_is_object(v)) /* a common code: its unusable keys are left out */
 		s->skipped += (unsigned)json_object_size(v) - 2;
-	if (json_is_object(v) && json_is_string(json_object_get(v, "codeName")))
-		s->pool += pool_need(json_string_value(json_object_get(v, "codeName")), 1);
 }
 
 /* First pass: counts nodes and pool bytes, checks depth and names. */
@@ -338,16 +390,17 @@ struct filler {
 	uint32_t pool; /* next free pool byte */
 };
 
-/* A ref to s: shared (if share), or copied into the pool. */
-static uint32_t put_string(struct filler *f, const char *s, int share)
+/* A ref to the len bytes at s: shared (if share), or copied into the pool
+ * with a NUL. */
+static uint32_t put_string(struct filler *f, const char *s, size_t len, int share)
 {
-	size_t n = strlen(s) + 1;
 	uint32_t at = f->pool;
 
-	if (share && shared_id(s, &at) == 0)
+	if (share && shared_id(s, len, &at) == 0)
 		return at | REF_SHARED;
-	memcpy(pool_of(f->t) + at, s, n);
-	f->pool += (uint32_t)n;
+	memcpy(pool_of(f->t) + at, s, len);
+	pool_of(f->t)[at + len] = '\0';
+	f->pool += (uint32_t)len + 1;
 	return at;
 }
 
@@ -355,7 +408,9 @@ static enum jtype jtype_of(json_t *v)
 {
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
-		return is_code(v) ? J_CODE : J_OBJECT;
+		return !is_code(v)					? J_OBJECT
+		       : json_is_string(json_object_get(v, "codeName")) ? J_CODE
+									: J_CODE0;
 	case JSON_ARRAY:
 		return J_ARRAY;
 	case JSON_STRING:
@@ -376,20 +431,22 @@ static enum jtype jtype_of(json_t *v)
 static void add_child(struct filler *f, const char *name, json_t *v)
 {
 	struct tnode *n = &f->t->nodes[f->next];
-	const char *text;
-	char num[64];
+	char buf[2 * SHARED_LEN + 2];
+	struct value x;
 
 	f->src[f->next++] = v;
-	n->name = put_string(f, name, 1);
+	n->name = put_string(f, name, strlen(name), 1);
 	n->tb = (uint32_t)jtype_of(v) << TB_TYPE_SHIFT;
 	if (is_dir(v))
-		return; /* a, b, c are set when the directory's turn comes */
-	text = scalar_text(v, num, sizeof(num));
-	n->a = put_string(f, text, json_is_object(v) || shareable(text));
-	n->tb |= (uint32_t)strlen(str_at(f->t, n->a));
-	n->c = NONE;
-	if (node_type(n) == J_CODE && json_is_string(json_object_get(v, "codeName")))
-		n->c = put_string(f, json_string_value(json_object_get(v, "codeName")), 1);
+		return; /* a and b are set when the directory's turn comes */
+	x = value_of(v, buf, sizeof(buf));
+	n->tb |= (uint32_t)x.code_len;
+	if (x.text == buf || !x.name) {
+		n->a = put_string(f, x.text, x.len, x.share);
+	} else { /* code and codeName, too long to share: one after the other */
+		n->a = put_string(f, x.text, x.code_len, 0);
+		put_string(f, x.name, x.len - x.code_len - 1, 0);
+	}
 }
 
 /* Second pass, breadth-first: gives directory d its contiguous children. */
@@ -421,10 +478,6 @@ static void fill_dir(struct filler *f, uint32_t d)
 	}
 	n->a = first;
 	n->tb |= f->next - first;
-	n->c = 0;
-	for (uint32_t i = first; i < f->next; i++)
-		n->c += node_type(&f->t->nodes[i]) == J_OBJECT ||
-			node_type(&f->t->nodes[i]) == J_ARRAY;
 }
 
 struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t errlen)
@@ -513,7 +566,7 @@ int tree_equal(const struct tree *a, const struct tree *b)
 	for (uint32_t i = 0; i < a->count; i++) {
 		const struct tnode *x = &a->nodes[i], *y = &b->nodes[i];
 
-		if (x->name != y->name || x->a != y->a || x->tb != y->tb || x->c != y->c)
+		if (x->name != y->name || x->a != y->a || x->tb != y->tb)
 			return 0;
 	}
 	return memcmp(pool_of(a), pool_of(b), a->pool_len) == 0;
@@ -541,7 +594,11 @@ uint32_t tree_nchildren(const struct tree *t, uint32_t dir)
 
 uint32_t tree_nsubdirs(const struct tree *t, uint32_t dir)
 {
-	return node_is_dir(&t->nodes[dir]) ? t->nodes[dir].c : 0;
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < tree_nchildren(t, dir); i++)
+		n += node_is_dir(&t->nodes[t->nodes[dir].a + i]);
+	return n;
 }
 
 uint32_t tree_child(const struct tree *t, uint32_t dir, uint32_t i)
@@ -610,7 +667,7 @@ const char *tree_codename(const struct tree *t, uint32_t file)
 {
 	const struct tnode *n = &t->nodes[file];
 
-	return node_type(n) == J_CODE && n->c != NONE ? str_at(t, n->c) : NULL;
+	return node_type(n) == J_CODE ? str_at(t, n->a) + node_b(n) + 1 : NULL;
 }
 
 static json_t *node_to_json(const struct tree *t, uint32_t i)
@@ -639,8 +696,10 @@ static json_t *node_to_json(const struct tree *t, uint32_t i)
 		}
 		return j;
 	case J_CODE:
+	case J_CODE0:
 		return json_pack("{s:s, s:o}", "code", v, "codeName",
-				 n->c == NONE ? json_null() : json_string(str_at(t, n->c)));
+				 node_type(n) == J_CODE0 ? json_null()
+							 : json_string(v + node_b(n) + 1));
 	case J_STRING:
 		return json_string(v);
 	case J_INT:

@@ -193,6 +193,69 @@ static void test_dates(void)
 	CHECK(tree_parse_date("2025-06-20T09:59:39+0900junk", &w) == -1);
 }
 
+/* Strings shared across trees read back right, whatever their kind: codes
+ * with and without a codeName, a codeName too long to share, values with
+ * and without digits; equal images are equal trees and JSON round-trips;
+ * once the shared table is full (hostile answers full of distinct keys),
+ * new strings stay in their own tree and still read back. */
+static void test_shared_strings(void)
+{
+	const char *text = "{\"serverImageNo\": \"5000\", \"osType\": {\"code\": \"UBUNTU\", "
+			   "\"codeName\": \"Ubuntu\"}, \"noName\": {\"code\": \"X\", "
+			   "\"codeName\": null}, \"status\": \"created\", \"size\": 10737418240}";
+	json_t *j = json_loads(text, 0, NULL), *back, *big;
+	struct tree *a, *b, *c;
+	char err[128], *longname = malloc(600);
+	uint32_t n;
+
+	a = tree_build(j, NULL, err, sizeof(err));
+	b = tree_build(j, NULL, err, sizeof(err));
+	CHECK(a && b && tree_equal(a, b));
+	CHECK(tree_lookup(a, 0, "osType", &n) == 0 && !strcmp(tree_value(a, n), "UBUNTU") &&
+	      !strcmp(tree_codename(a, n), "Ubuntu") && tree_size(a, n) == 7);
+	CHECK(tree_lookup(b, 0, "noName", &n) == 0 && !strcmp(tree_value(b, n), "X") &&
+	      !tree_codename(b, n));
+	back = tree_to_json(b);
+	CHECK(json_equal(back, j));
+	json_decref(back);
+	/* a codeName too long to share, next to a shared one */
+	memset(longname, 'n', 599);
+	longname[599] = '\0';
+	json_object_set_new(json_object_get(j, "osType"), "codeName", json_string(longname));
+	c = tree_build(j, NULL, err, sizeof(err));
+	CHECK(c && !tree_equal(a, c));
+	CHECK(c && tree_lookup(c, 0, "osType", &n) == 0 && !strcmp(tree_value(c, n), "UBUNTU") &&
+	      !strcmp(tree_codename(c, n), longname));
+	back = c ? tree_to_json(c) : NULL;
+	CHECK(json_equal(back, j));
+	json_decref(back);
+	tree_unref(c);
+	/* two trees of 150,000 distinct keys: more than the shared table holds */
+	for (int part = 0; part < 2; part++) {
+		char key[32];
+		uint32_t f;
+
+		big = json_object();
+		for (int i = 0; i < 150000; i++) {
+			snprintf(key, sizeof(key), "k%d-%d", part, i);
+			json_object_set_new(big, key, json_integer(i));
+		}
+		c = tree_build(big, NULL, err, sizeof(err));
+		CHECK(c != NULL);
+		snprintf(key, sizeof(key), "k%d-149999", part);
+		CHECK(c && tree_lookup(c, 0, key, &f) == 0 && !strcmp(tree_value(c, f), "149999"));
+		back = c ? tree_to_json(c) : NULL;
+		CHECK(json_equal(back, big));
+		json_decref(back);
+		tree_unref(c);
+		json_decref(big);
+	}
+	tree_unref(a);
+	tree_unref(b);
+	json_decref(j);
+	free(longname);
+}
+
 int main(void)
 {
 	golden("guide-3135");
@@ -201,5 +264,6 @@ int main(void)
 	test_array_names();
 	test_limits();
 	test_dates();
+	test_shared_strings();
 	return TEST_REPORT();
 }
