@@ -34,7 +34,8 @@ PYTEST := /usr/bin/python3 -m pytest
 
 .PHONY: all check unit e2e demo clean install bench fuzz fuzz-replay soak memcheck FORCE \
 	format format-check
-all: ncloudfs
+# tests/e2e/ncp_probe drives the client alone against the emulator (test_client.py).
+all: ncloudfs tests/e2e/ncp_probe
 
 # Objects are rebuilt when the flags change (e.g. SANITIZE=address,undefined).
 .build-flags: FORCE
@@ -46,6 +47,9 @@ ncloudfs: fs/main.o $(LIB_OBJ)
 
 %.o: %.c $(wildcard client/*.h fs/*.h) .build-flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+tests/e2e/ncp_probe: tests/e2e/ncp_probe.c $(CLIENT_SRC:.c=.o)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(CLIENT_SRC:.c=.o) $(LIBS)
 
 tests/unit/%.o: tests/unit/%.c $(wildcard tests/unit/*.h client/*.h fs/*.h) .build-flags
 	$(CC) $(ALL_CFLAGS) -Itests/unit -c -o $@ $<
@@ -59,12 +63,12 @@ tests/unit/test_oom: ALL_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=reall
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ./$$(basename $$t)); done
 
-e2e: ncloudfs
+e2e: ncloudfs tests/e2e/ncp_probe
 	$(PYTEST) -q --timeout=300 tests/e2e
 
 check: format-check unit fuzz-replay e2e
 
-C_SOURCES = $(wildcard client/*.[ch] fs/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c)
+C_SOURCES = $(wildcard client/*.[ch] fs/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c tests/e2e/*.c)
 format:
 	clang-format -i $(C_SOURCES)
 format-check:
@@ -118,7 +122,7 @@ demo: ncloudfs
 	/usr/bin/python3 tests/demo.py $(if $(MNT),--mnt $(MNT))
 
 clean:
-	rm -f ncloudfs fs/*.o client/*.o tests/unit/*.o $(UNIT_BIN) .build-flags tests/fuzz/replay_* \
+	rm -f ncloudfs tests/e2e/ncp_probe fs/*.o client/*.o tests/unit/*.o $(UNIT_BIN) .build-flags tests/fuzz/replay_* \
 		tests/fuzz/libfuzzer_*
 
 install: ncloudfs

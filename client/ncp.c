@@ -753,8 +753,8 @@ const char *ncp_action_name(enum ncp_action a)
 
 const char *ncp_outcome_name(enum ncp_outcome o)
 {
-	static const char *const names[NCP_NOUTCOMES] = { "ok", "4xx", "5xx", "bad_body",
-							  "network" };
+	static const char *const names[NCP_NOUTCOMES] = { "ok",	      "4xx",	 "5xx",
+							  "bad_body", "network", "cancelled" };
 
 	return o < NCP_NOUTCOMES ? names[o] : "?";
 }
@@ -770,7 +770,7 @@ void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out)
 
 /* Counts one call's final outcome. */
 static void count_call(struct ncp_client *c, const char *action, int answered, long status, int ok,
-		       int attempts, size_t bytes)
+		       int cancelled, int attempts, size_t bytes)
 {
 	enum ncp_action a = NCP_ACT_OTHER;
 	enum ncp_outcome o;
@@ -779,7 +779,9 @@ static void count_call(struct ncp_client *c, const char *action, int answered, l
 		if (strcmp(action, action_names[i]) == 0)
 			a = (enum ncp_action)i;
 	}
-	if (!answered)
+	if (cancelled)
+		o = NCP_OUT_CANCELLED;
+	else if (!answered)
 		o = NCP_OUT_NETWORK;
 	else if (ok)
 		o = NCP_OUT_OK;
@@ -791,7 +793,8 @@ static void count_call(struct ncp_client *c, const char *action, int answered, l
 		o = NCP_OUT_BAD_BODY;
 	pthread_mutex_lock(&c->stats_lock);
 	c->stats.calls[a][o]++;
-	c->stats.retries += (unsigned long long)(attempts - 1);
+	if (attempts > 1)
+		c->stats.retries += (unsigned long long)(attempts - 1);
 	c->stats.bytes_received += bytes;
 	pthread_mutex_unlock(&c->stats_lock);
 }
@@ -999,6 +1002,8 @@ static void backoff(const struct ncp_client *c, int attempt, double retry_after)
  * hand back to slot_give, or -1 when the call is cancelled meanwhile. */
 static int slot_take(struct ncp_client *c, unsigned *cut)
 {
+	if (ncp_cancelled())
+		return -1;
 	pthread_mutex_lock(&c->stats_lock);
 	while (c->in_flight >= (int)c->limit) {
 		struct timespec ts;
@@ -1053,7 +1058,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 	long status = 0;
 	size_t bytes = 0;
 	enum outcome how = LOCAL;
-	int rc = -1, attempt = 0;
+	int rc = -1, attempt = 0, unsent = 0;
 	unsigned cut;
 
 	*payload = NULL;
@@ -1072,6 +1077,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		err_clear(err, 0);
 		if (slot_take(c, &cut) < 0) {
 			err_set(err, NCP_ERR_CANCELLED, "cancelled");
+			unsent = 1;
 			break;
 		}
 		how = perform(c, url, uri, &b, &status, &retry_after, err);
@@ -1092,13 +1098,9 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 			break;
 		}
 	}
-	err->attempts = attempt + 1;
-	count_call(c, action, how == ANSWERED, status, rc == 0, attempt + 1, bytes);
-	if (err->kind == NCP_ERR_CANCELLED) {
-		pthread_mutex_lock(&c->stats_lock);
-		c->stats.cancelled++;
-		pthread_mutex_unlock(&c->stats_lock);
-	}
+	err->attempts = attempt + 1 - unsent;
+	count_call(c, action, how == ANSWERED, status, rc == 0, err->kind == NCP_ERR_CANCELLED,
+		   err->attempts, bytes);
 out:
 	free(b.data);
 	free(uri);

@@ -25,7 +25,8 @@ struct ncp_error {
 	long http_status;    /* 0 when no HTTP answer arrived */
 	char code[32];	     /* errorCode / returnCode when the API gave one */
 	char message[256];   /* the API's own message, or curl's, or ours */
-	int attempts;	     /* requests sent for this call (retries + 1) */
+	int attempts;	     /* requests sent for this call (retries + 1; 0 when
+				cancelled before the first) */
 	char request_id[64]; /* the answer's requestId, when it had one (also
 				on success, for messages about the data) */
 };
@@ -98,17 +99,17 @@ long ncp_client_connections(struct ncp_client *c);
 /* What the client has done, for /.stats: calls by action and final outcome. */
 enum ncp_action { NCP_ACT_REGIONS, NCP_ACT_LIST, NCP_ACT_DETAIL, NCP_ACT_OTHER, NCP_NACTIONS };
 enum ncp_outcome {
-	NCP_OUT_OK,	  /* a good answer */
-	NCP_OUT_4XX,	  /* 4xx: auth, no such image, bad request, ... */
-	NCP_OUT_5XX,	  /* 5xx, after the retries */
-	NCP_OUT_BAD_BODY, /* 200 with a body that could not be used */
-	NCP_OUT_NETWORK,  /* no answer: refused, reset, timeout, ... */
+	NCP_OUT_OK,	   /* a good answer */
+	NCP_OUT_4XX,	   /* 4xx: auth, no such image, bad request, ... */
+	NCP_OUT_5XX,	   /* 5xx, after the retries */
+	NCP_OUT_BAD_BODY,  /* 200 with a body that could not be used */
+	NCP_OUT_NETWORK,   /* no answer: refused, reset, timeout, ... */
+	NCP_OUT_CANCELLED, /* given up on the caller's word (ncp_set_cancel) */
 	NCP_NOUTCOMES
 };
 struct ncp_stats {
 	unsigned long long calls[NCP_NACTIONS][NCP_NOUTCOMES];
 	unsigned long long retries;	   /* extra tries */
-	unsigned long long cancelled;	   /* calls given up on the caller's word */
 	long limit;			   /* requests allowed in flight now (halved on 429) */
 	long in_flight_peak;		   /* the most requests in flight at once */
 	unsigned long long bytes_received; /* response bodies */

@@ -431,10 +431,9 @@ static ssize_t stats_refresh(struct fsops *fs)
 				ncp_outcome_name((enum ncp_outcome)o), ns.calls[a][o]);
 	}
 	fprintf(f,
-		"api_retries: %llu\napi_cancelled: %llu\napi_bytes_received: %llu\n"
+		"api_retries: %llu\napi_bytes_received: %llu\n"
 		"api_connections: %ld\napi_requests_limit: %ld\napi_requests_peak: %ld\n",
-		ns.retries, ns.cancelled, ns.bytes_received, ns.connections, ns.limit,
-		ns.in_flight_peak);
+		ns.retries, ns.bytes_received, ns.connections, ns.limit, ns.in_flight_peak);
 	fprintf(f,
 		"cache_hits: %" PRIu64 "\ncache_misses: %" PRIu64 "\ncache_coalesced: %" PRIu64
 		"\ncache_stale_serves: %" PRIu64 "\ncache_images: %" PRIu64

@@ -189,7 +189,7 @@ def test_ctrl_c_interrupts_a_reader_of_a_hung_api(emulator, mount):
     wait_until(lambda: stats(m.path)["fetches_abandoned"] == 1, "the fetch to be abandoned")
     s = stats(m.path)
     assert s["reads_interrupted"] == 1, s
-    assert s["api_retries"] == 0 and s["api_cancelled"] == 1, s
+    assert s["api_retries"] == 0 and s["api_calls.getServerImageDetail.cancelled"] == 1, s
     assert read(m.path / "KR" / IMAGE / "osType") == "UBUNTU\n"
 
 
