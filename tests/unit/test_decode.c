@@ -334,7 +334,7 @@ static void test_errno(void)
 
 static void test_client_new(void)
 {
-	struct ncp_config cfg = { "https://ncloud.apigw.ntruss.com/", "AK", "SK", NULL, 5, 0 };
+	struct ncp_config cfg = { "https://ncloud.apigw.ntruss.com/", "AK", "SK", NULL, 5, 0, 0 };
 	struct ncp_client *c;
 	char eb[256];
 
@@ -669,7 +669,7 @@ static void server_stop(void)
 static struct ncp_client *loopback_client(const char *path, long timeout_s)
 {
 	char url[128], eb[256];
-	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, timeout_s, 0 };
+	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, timeout_s, 0, 0 };
 	struct ncp_client *c;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", srv.port, path);
@@ -783,7 +783,7 @@ static void test_loopback_prefix_and_auth(void)
 {
 	struct ncp_client *c = loopback_client("/gw/prefix//", 10);
 	char url[128], eb[256], target[1024];
-	struct ncp_config cfg = { url, "WRONGKEY", TEST_SK, NULL, 10, 0 };
+	struct ncp_config cfg = { url, "WRONGKEY", TEST_SK, NULL, 10, 0, 0 };
 	struct ncp_error err;
 	json_t *j = NULL;
 
@@ -815,7 +815,7 @@ static void test_loopback_prefix_and_auth(void)
 static void test_loopback_failures(void)
 {
 	struct ncp_client *c = loopback_client("", 1);
-	struct ncp_config cfg = { "http://127.0.0.1:1", TEST_AK, TEST_SK, NULL, 5, 0 };
+	struct ncp_config cfg = { "http://127.0.0.1:1", TEST_AK, TEST_SK, NULL, 5, 0, 0 };
 	char want[64];
 	struct ncp_error err;
 	json_t *j = NULL;
@@ -911,7 +911,7 @@ static void check_tries(double timeout_s, const char *no, long status, int tries
 			const char *message)
 {
 	char url[128], eb[256];
-	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, timeout_s, 1 };
+	struct ncp_config cfg = { url, TEST_AK, TEST_SK, NULL, timeout_s, 1, 0 };
 	struct ncp_client *c;
 	struct ncp_error err;
 	json_t *j = NULL;
