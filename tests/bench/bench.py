@@ -236,7 +236,7 @@ def main():
     """Run every measurement against fresh emulators and print the table."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5, help="runs for medians (default 5)")
-    ap.add_argument("--only", help="run only one group of rows (fresh, scale)")
+    ap.add_argument("--only", help="run only one group of rows (tools: 1-5, fresh: 8-12, scale: 6, 7, 14)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ncloudfs-bench-"))
     cert = emu.make_cert(root)
@@ -245,7 +245,7 @@ def main():
             template = e.image("KR", "3135")
             for no in UNLISTED:
                 e.put_image("SGN", dict(template, serverImageNo=no))
-            if args.only is None:
+            if args.only in (None, "tools"):
                 cold_grep(e, root, args.runs)
                 warm_tools(e, root, args.runs)
                 single_fetch(e, root)
