@@ -762,11 +762,10 @@ static int ino_attr(struct fsops *fs, fuse_ino_t ino, struct stat *st, double *l
 	*left = fs->opts.ttl;
 	switch (p.kind) {
 	case INO_K_ROOT:
-		/* Not cached by the kernel (answering costs no API call): a stat
-		 * of the mountpoint then reaches the daemon, so that once it is
-		 * gone the mount says ENOTCONN at once, and auto_unmount (which
-		 * unmounts only a mount that says so) and recovery work. */
-		*left = 0;
+		/* Cached like any directory's: with default_permissions the
+		 * kernel checks them on every path walk from the mountpoint. A
+		 * dead daemon is told by statfs, which is never cached (see
+		 * watchdog() in main.c). */
 		dir_attr(fs, ino, cache_regions_mtime(fs->cache), 1, st);
 		return 0;
 	case INO_K_STATS:

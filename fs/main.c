@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <spawn.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -231,6 +233,7 @@ struct settings {
 	const char *site_url;
 	const char *log; /* -o log, or NULL for the default */
 	char *api_url;	 /* owned */
+	int watchdog;	 /* the write end of the watchdog's pipe, or -1 */
 };
 
 /* The gateways of NCP's clouds. */
@@ -490,13 +493,101 @@ static int unmount_lazily(const char *path)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* The mount's watchdog (a process of its own). The kernel keeps the root's
+ * attributes, so walking a path from the mountpoint costs no round trip; but
+ * then fusermount3's auto_unmount, which unmounts only if opening the
+ * mountpoint answers ENOTCONN, no longer sees a dead daemon (the open is
+ * answered from those attributes). The watchdog holds the read end of a pipe
+ * whose write end only the daemon holds: it learns that the mount is up (one
+ * byte), then that the daemon is gone (end of file, however it ended). A clean
+ * exit has unmounted by then; otherwise statfs, which always reaches the
+ * daemon, answers ENOTCONN on the ncloudfs mount there, and it is unmounted.
+ * Never returns. */
+static void watchdog(const char *mountpoint, int fd, int foreground)
+{
+	char type[256], byte;
+	struct statfs sf;
+	ssize_t n;
+	int null = open("/dev/null", O_RDWR);
+
+	(void)!setsid(); /* not killed with the terminal's process group */
+	(void)!chdir("/");
+	signal(SIGPIPE, SIG_IGN);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		if (!foreground) /* a caller waiting for the end of our output */
+			dup2(null, STDERR_FILENO);
+	}
+	/* nothing of the daemon's: no descriptor (above all not /dev/fuse, which
+	 * keeps a connection alive), no secret from the environment */
+	if (fd > STDERR_FILENO + 1)
+		close_range(STDERR_FILENO + 1, (unsigned)fd - 1, 0);
+	close_range((unsigned)fd + 1, ~0U, 0);
+	creds_scrub_env();
+	while ((n = read(fd, &byte, 1)) < 0 && errno == EINTR)
+		;
+	if (n != 1)
+		_exit(0); /* never mounted */
+	while ((n = read(fd, &byte, 1)) != 0) {
+		if (n < 0 && errno != EINTR)
+			_exit(1);
+	}
+	if (statfs(mountpoint, &sf) == 0 || errno != ENOTCONN ||
+	    mount_type(mountpoint, type, sizeof(type)) != 0 || strcmp(type, "fuse.ncloudfs") != 0)
+		_exit(0);
+	if (unmount_lazily(mountpoint) != 0)
+		_exit(1);
+	if (foreground) {
+		fprintf(stderr, "ncloudfs: %s: the daemon died; unmounted its mount\n", mountpoint);
+	} else {
+		openlog("ncloudfs", LOG_PID, LOG_DAEMON);
+		syslog(LOG_NOTICE, "%s: the daemon died; unmounted its mount", mountpoint);
+	}
+	_exit(0);
+}
+
+/* Forks the watchdog; *fd gets the pipe's write end. Called before any thread
+ * starts and before the secret is read. 0 or -1. */
+static int watchdog_start(const char *mountpoint, int foreground, int *fd)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[1]);
+		watchdog(mountpoint, p[0], foreground);
+	}
+	close(p[0]);
+	*fd = p[1];
+	return 0;
+}
+
+/* Tells the watchdog that the mount is up. */
+static void watchdog_arm(int fd)
+{
+	const char byte = 'm';
+
+	if (fd >= 0 && write(fd, &byte, 1) != 1)
+		log_msg(LOG_LVL_WARNING, "the watchdog is gone: a dead daemon's mount may stay");
+}
+
 /* A mountpoint whose FUSE daemon died answers ENOTCONN ("Transport endpoint
  * is not connected"). If the dead mount is an ncloudfs one it is unmounted
  * so that this mount can go ahead; otherwise says what to run. 0 or -1. */
 static int recover_dead_mount(const char *mountpoint)
 {
 	char *path = strdup(mountpoint), type[256];
-	struct stat st;
+	struct statfs st;
 	int ret = 0;
 
 	size_t len;
@@ -505,7 +596,8 @@ static int recover_dead_mount(const char *mountpoint)
 		return -1;
 	for (len = strlen(path); len > 1 && path[len - 1] == '/'; len--)
 		path[len - 1] = '\0'; /* "MNT/" names MNT */
-	if (stat(path, &st) == 0 || errno != ENOTCONN || absolute_new(&path) < 0)
+	/* statfs: a stat may be answered from the kernel's cache */
+	if (statfs(path, &st) == 0 || errno != ENOTCONN || absolute_new(&path) < 0)
 		goto out;
 	if (mount_type(path, type, sizeof(type)) == 0 && strcmp(type, "fuse.ncloudfs") == 0 &&
 	    unmount_lazily(path) == 0) {
@@ -566,6 +658,7 @@ static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cm
 		goto out_stop;
 	}
 	hup_running = 1;
+	watchdog_arm(s->watchdog);
 	log_msg(LOG_LVL_INFO, "mounted %s (API %s, ttl %gs)", co->mountpoint, s->api_url,
 		s->fs.ttl);
 	if (co->singlethread) {
@@ -600,7 +693,7 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts co = { 0 };
 	struct options o = { 0 };
 	struct ncp_creds cr = { 0 };
-	struct settings s = { 0 };
+	struct settings s = { .watchdog = -1 };
 	struct ncp_config nc;
 	struct ncp_client *client = NULL;
 	struct cache_source src;
@@ -634,7 +727,7 @@ int main(int argc, char *argv[])
 	if (o.npositional && (recover_dead_mount(o.positional[o.npositional - 1]) < 0 ||
 			      fuse_opt_add_arg(&args, o.positional[o.npositional - 1]) != 0))
 		goto out;
-	/* A daemon that dies takes its mount with it (fusermount3 watches). */
+	/* A daemon that dies takes its mount with it (see watchdog()). */
 	if (!o.noauto_unmount && fuse_opt_add_arg(&args, "-oauto_unmount") != 0)
 		goto out;
 	if (fuse_parse_cmdline(&args, &co) != 0 || check_options(&o, &s) < 0)
@@ -654,6 +747,12 @@ int main(int argc, char *argv[])
 	if (!co.debug && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		log_msg(LOG_LVL_WARNING, "cannot make the process non-dumpable: %s",
 			strerror(errno));
+	/* Before any thread starts and before the secret is read. */
+	if (!o.noauto_unmount && watchdog_start(co.mountpoint, co.foreground, &s.watchdog) < 0) {
+		fprintf(stderr, "ncloudfs: cannot start the mount's watchdog: %s\n",
+			strerror(errno));
+		goto out;
+	}
 	if (creds_load(&cr, o.config, o.profile, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ncloudfs: %s\n", err);
 		goto out;
@@ -716,5 +815,7 @@ out:
 	for (int i = 0; i < o.npositional; i++)
 		free(o.positional[i]);
 	free(o.stale);
+	if (s.watchdog >= 0)
+		close(s.watchdog);
 	return ret;
 }

@@ -367,30 +367,70 @@ def mounts_at(path):
                                         line.split()[4]) == path for line in f)
 
 
-def running(name):
-    """Tell whether a process of that name is running (from /proc)."""
-    for comm in Path("/proc").glob("[0-9]*/comm"):
+def watchdogs(daemon_pid):
+    """The daemon's watchdog processes (forked by the daemon, named like it)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            if comm.read_text().strip() == name:
-                return True
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
         except OSError:
+            continue
+        if fields.get("Name") == "ncloudfs" and fields.get("PPid") == str(daemon_pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def wait_gone(pid, seconds=30):
+    """Wait (bounded) for a process to end; tell whether it did."""
+    deadline = time.monotonic() + seconds
+    while Path("/proc/%d" % pid).exists() and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # not our child: only for the zombie case
+        except ChildProcessError:
             pass
-    return False
+        time.sleep(0.02)
+    return not Path("/proc/%d" % pid).exists()
 
 
 def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
-    """auto_unmount (the default): after kill -9 the mount is gone, not left dead."""
+    """auto_unmount (the default): after kill -9 the mount is gone, not left dead, even
+    with the root's attributes in the kernel's cache (a walk just before the kill)."""
     m = mount()
     assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
+    os.stat(m.path / "KR")
     m.kill()
-    # fusermount3, the daemon's watchdog, unmounts it once it sees the daemon gone (a
-    # deadline-bounded wait; slow under sanitizers and a busy machine)
+    # the watchdog unmounts it once it sees the daemon gone (a deadline-bounded wait;
+    # slow under sanitizers and a busy machine)
     deadline = time.monotonic() + 30
     while mounts_at(m.path) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert mounts_at(m.path) == 0, "the dead daemon's mount was left behind (%s)" % (
-        "fusermount3 still running" if running("fusermount3") else "no fusermount3 running")
+    assert mounts_at(m.path) == 0, "the dead daemon's mount was left behind"
     assert os.listdir(m.path) == []
+    deadline = time.monotonic() + 10
+    while "the daemon died; unmounted its mount" not in m.log():
+        assert time.monotonic() < deadline, m.log()
+        time.sleep(0.05)
+
+
+def test_watchdog_holds_nothing_of_the_daemon(emulator, mount):
+    """The watchdog: one per mount (none with noauto_unmount), holding no descriptor of the
+    daemon's (/dev/fuse would keep a dead connection alive) and no secret; it ends with a
+    clean unmount and leaves the mount alone."""
+    m = mount()
+    dogs = watchdogs(m.daemon.proc.pid)
+    assert len(dogs) == 1, dogs
+    dog = dogs[0]
+    targets = sorted(os.readlink(fd) for fd in Path("/proc/%d/fd" % dog).iterdir())
+    stderr = os.readlink("/proc/%d/fd/2" % m.daemon.proc.pid)  # in the foreground: the same
+    assert all(t in ("/dev/null", stderr) or t.startswith("pipe:") for t in targets), targets
+    assert sum(t.startswith("pipe:") for t in targets) == 1, targets
+    assert emulator.secret_key.encode() not in Path("/proc/%d/environ" % dog).read_bytes()
+    assert m.unmount() == 0
+    assert wait_gone(dog), "the watchdog outlived a clean unmount"
+    assert "unmounted its mount" not in m.log()
+    quiet = mount("noauto_unmount")
+    assert watchdogs(quiet.daemon.proc.pid) == []
 
 
 def test_mounting_over_a_dead_mount_recovers(emulator, mount, tmp_path):
@@ -401,7 +441,7 @@ def test_mounting_over_a_dead_mount_recovers(emulator, mount, tmp_path):
     assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
     m.kill()
     with pytest.raises(OSError) as dead:
-        os.stat(m.path)
+        os.statvfs(m.path)  # a stat may be answered from the kernel's cache
     assert dead.value.errno == errno.ENOTCONN
     again = emu.Daemon(m.path, emu.daemon_args(emulator, ()),
                        emu.daemon_env(emulator, mount.home, None), tmp_path / "again.log")
@@ -453,3 +493,47 @@ def test_daemon_is_not_dumpable(emulator, mount, tmp_path, monkeypatch):
     code, err = open_memory_without_ptrace(d.proc.pid)
     assert code == 0, err
     assert d.unmount() == 0
+
+
+def test_daemonized_mount_returns_and_its_watchdog_unmounts(emulator, tmp_path):
+    """Without -f: the command returns with its output closed (the watchdog keeps no pipe of
+    the caller's open), and a kill -9 of the daemon still takes the mount with it."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "home").mkdir()
+    args = emu.daemon_args(emulator, ())[1:]  # no -f
+    env = emu.daemon_env(emulator, tmp_path / "home")
+    daemon, others = None, []
+    try:
+        done = subprocess.run([str(emu.DAEMON), *args, str(mnt)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert sorted(os.listdir(mnt)) == ["JPN", "KR", "SGN"]
+        for fds in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                if str(mnt) not in Path(fds.parent, "cmdline").read_text() or \
+                        Path(fds.parent, "comm").read_text().strip() != "ncloudfs":
+                    continue
+                if any(os.readlink(fd) == "/dev/fuse" for fd in fds.iterdir()):
+                    daemon = int(fds.parent.name)
+                else:
+                    others.append(int(fds.parent.name))
+            except OSError:
+                continue
+        assert daemon, "no daemon holds /dev/fuse for the mount"
+        assert len(others) == 1, others  # the watchdog, forked before daemonizing
+        os.stat(mnt / "KR")
+        os.kill(daemon, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while mounts_at(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mounts_at(mnt) == 0, "the dead daemon's mount was left behind"
+        assert wait_gone(others[0]), "the watchdog outlived its daemon"
+    finally:
+        for pid in others:
+            if Path("/proc/%d" % pid).exists():
+                os.kill(pid, signal.SIGKILL)
+        if daemon and Path("/proc/%d" % daemon).exists():
+            os.kill(daemon, signal.SIGKILL)
+        if mounts_at(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
