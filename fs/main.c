@@ -435,17 +435,16 @@ static void hup_stop(pthread_t thread)
 	close(hup_pipe[0]);
 }
 
-/* Runs the session until unmount or a signal; returns the exit status. */
-/* The type of the mount at path (absolute, as in /proc/self/mountinfo, where
- * spaces and the like are octal escapes), into type; 0, or -1 if none. */
-static int mount_type(const char *path, char *type, size_t len)
+/* Whether the mount at path (absolute, as in /proc/self/mountinfo, where
+ * spaces and the like are octal escapes) is an ncloudfs one: 1 or 0. */
+static int is_ncloudfs_mount(const char *path)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char line[8192], mp[4096], fstype[256];
-	int found = -1;
+	int found = 0;
 
 	if (!f)
-		return -1;
+		return 0;
 	while (fgets(line, sizeof(line), f)) {
 		const char *sep = strstr(line, " - ");
 		size_t k = 0;
@@ -465,13 +464,21 @@ static int mount_type(const char *path, char *type, size_t len)
 			}
 		}
 		mp[k] = '\0';
-		if (strcmp(mp, path) == 0) {
-			snprintf(type, len, "%s", fstype); /* the last mount there wins */
-			found = 0;
-		}
+		if (strcmp(mp, path) == 0) /* the last mount there wins */
+			found = strcmp(fstype, "fuse.ncloudfs") == 0;
 	}
 	fclose(f);
 	return found;
+}
+
+/* Whether path is a FUSE mount whose daemon is gone (ENOTCONN, "Transport
+ * endpoint is not connected"). statfs, because the kernel answers it from no
+ * cache: a stat may be answered from the root's cached attributes. */
+static int mount_is_dead(const char *path)
+{
+	struct statfs st;
+
+	return statfs(path, &st) < 0 && errno == ENOTCONN;
 }
 
 /* Lazily unmounts path: umount2 as root, else fusermount3 -u -z. 0 or -1. */
@@ -505,10 +512,9 @@ static int unmount_lazily(const char *path)
  * Never returns. */
 static void watchdog(const char *mountpoint, int fd, int foreground)
 {
-	char type[256], byte;
-	struct statfs sf;
+	char byte;
 	ssize_t n;
-	int null = open("/dev/null", O_RDWR);
+	int armed = 0, null = open("/dev/null", O_RDWR);
 
 	(void)!setsid(); /* not killed with the terminal's process group */
 	(void)!chdir("/");
@@ -525,17 +531,14 @@ static void watchdog(const char *mountpoint, int fd, int foreground)
 		close_range(STDERR_FILENO + 1, (unsigned)fd - 1, 0);
 	close_range((unsigned)fd + 1, ~0U, 0);
 	creds_scrub_env();
-	while ((n = read(fd, &byte, 1)) < 0 && errno == EINTR)
-		;
-	if (n != 1)
-		_exit(0); /* never mounted */
 	while ((n = read(fd, &byte, 1)) != 0) {
-		if (n < 0 && errno != EINTR)
+		if (n > 0)
+			armed = 1;
+		else if (errno != EINTR)
 			_exit(1);
 	}
-	if (statfs(mountpoint, &sf) == 0 || errno != ENOTCONN ||
-	    mount_type(mountpoint, type, sizeof(type)) != 0 || strcmp(type, "fuse.ncloudfs") != 0)
-		_exit(0);
+	if (!armed || !mount_is_dead(mountpoint) || !is_ncloudfs_mount(mountpoint))
+		_exit(0); /* never mounted, or unmounted cleanly */
 	if (unmount_lazily(mountpoint) != 0)
 		_exit(1);
 	if (foreground) {
@@ -586,8 +589,7 @@ static void watchdog_arm(int fd)
  * so that this mount can go ahead; otherwise says what to run. 0 or -1. */
 static int recover_dead_mount(const char *mountpoint)
 {
-	char *path = strdup(mountpoint), type[256];
-	struct statfs st;
+	char *path = strdup(mountpoint);
 	int ret = 0;
 
 	size_t len;
@@ -596,11 +598,9 @@ static int recover_dead_mount(const char *mountpoint)
 		return -1;
 	for (len = strlen(path); len > 1 && path[len - 1] == '/'; len--)
 		path[len - 1] = '\0'; /* "MNT/" names MNT */
-	/* statfs: a stat may be answered from the kernel's cache */
-	if (statfs(path, &st) == 0 || errno != ENOTCONN || absolute_new(&path) < 0)
+	if (!mount_is_dead(path) || absolute_new(&path) < 0)
 		goto out;
-	if (mount_type(path, type, sizeof(type)) == 0 && strcmp(type, "fuse.ncloudfs") == 0 &&
-	    unmount_lazily(path) == 0) {
+	if (is_ncloudfs_mount(path) && unmount_lazily(path) == 0) {
 		fprintf(stderr, "ncloudfs: %s: the ncloudfs mounted there had died; unmounted it\n",
 			path);
 		goto out;
@@ -637,6 +637,7 @@ static int check_api(struct ncp_client *client, const struct ncp_creds *cr, json
 	return -1;
 }
 
+/* Runs the session until unmount or a signal; returns the exit status. */
 static int serve(struct fuse_session *se, struct fsops *fs, const struct fuse_cmdline_opts *co,
 		 const struct settings *s)
 {

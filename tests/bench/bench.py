@@ -92,23 +92,20 @@ def cold_grep(e, work, runs):
         # delay_connect: the region list is fetched by the grep, as by the curl script
         with Mount(e, work, "delay_connect") as m:
             e.reset()
-            t = timed("grep -l UBUNTU %s/KR/*/osType" % m.path)
+            ours.append(timed("grep -l UBUNTU %s/KR/*/osType" % m.path))
             ncalls.append(calls(e))
-        return t
 
     def run_base():
-        return timed("%s/curl_baseline.sh %s %s %s %s KR %d" % (
-            HERE, e.url, e.cafile, e.access_key, e.secret_key, pages))
+        base.append(timed("%s/curl_baseline.sh %s %s %s %s KR %d" % (
+            HERE, e.url, e.cafile, e.access_key, e.secret_key, pages)))
 
-    run_ours(), run_base()  # warm-up, not counted: the emulator's first pages, the page cache
-    ncalls.clear()
+    # one warm-up of each, not counted: the emulator's first pages, the page cache
+    run_ours()
+    run_base()
+    del ours[:], base[:], ncalls[:]
     for i in range(runs):  # alternating which goes first
-        if i % 2:
-            base.append(run_base())
-            ours.append(run_ours())
-        else:
-            ours.append(run_ours())
-            base.append(run_base())
+        for run in (run_ours, run_base) if i % 2 == 0 else (run_base, run_ours):
+            run()
     o, b = statistics.median(ours), statistics.median(base)
     row("1. cold grep over %d images: API calls" % n, max(ncalls), 1 + pages, "", "<= 3",
         max(ncalls) <= 3)
