@@ -84,6 +84,7 @@ static uint32_t node_b(const struct tnode *n)
 #define SHARED_BYTES (8u << 20) /* of text */
 #define SHARED_CHUNK 65536u	/* text chunk */
 #define SHARED_IDS 4096u	/* ids per index chunk */
+#define TREE_SHARE_NEW 1024u	/* strings one tree may add */
 
 static struct {
 	pthread_mutex_t lock;
@@ -143,9 +144,10 @@ static int shared_grow(void)
 	return 0;
 }
 
-/* The shared id of the len bytes at s (added if new and there is room): 0
- * and *id, or -1. */
-static int shared_id(const char *s, size_t len, uint32_t *id)
+/* The shared id of the len bytes at s: 0 and *id if it is shared already;
+ * if not, and add is set and there is room, 1 and *id of the string added;
+ * else -1. */
+static int shared_id(const char *s, size_t len, int add, uint32_t *id)
 {
 	uint32_t h = str_hash(s, len), j;
 	int found = -1;
@@ -163,7 +165,7 @@ static int shared_id(const char *s, size_t len, uint32_t *id)
 			goto out;
 		}
 	}
-	if (shared.n == SHARED_MAX || shared_grow() < 0)
+	if (!add || shared.n == SHARED_MAX || shared_grow() < 0)
 		goto out;
 	if (!shared.text || shared.text_used + len + 2 > SHARED_CHUNK) {
 		char *chunk;
@@ -187,7 +189,7 @@ static int shared_id(const char *s, size_t len, uint32_t *id)
 		;
 	shared.hash[j] = shared.n + 1;
 	*id = shared.n++;
-	found = 0;
+	found = 1;
 out:
 	pthread_mutex_unlock(&shared.lock);
 	return found;
@@ -322,14 +324,15 @@ static struct value value_of(json_t *v, char *buf, size_t buflen)
 	return x;
 }
 
-/* Pool bytes for len bytes at s and a NUL: none when they are (or become)
- * a shared string. Strings are only ever added, so what is shared here is
- * shared when filling too. */
+/* Pool bytes for len bytes at s and a NUL: none when they are a shared
+ * string already. Sizing adds nothing to the table (an answer refused for
+ * its size must not fill it); strings are only ever added, so what is
+ * shared here is shared when filling too, and the pool may only shrink. */
 static size_t pool_need(const char *s, size_t len, int share)
 {
 	uint32_t id;
 
-	return share && shared_id(s, len, &id) == 0 ? 0 : len + 1;
+	return share && shared_id(s, len, 0, &id) == 0 ? 0 : len + 1;
 }
 
 static void size_name_value(struct sizing *s, const char *name, json_t *v)
@@ -385,19 +388,25 @@ static int size_dir(struct sizing *s, json_t *dir, int depth)
 
 struct filler {
 	struct tree *t;
-	json_t **src;  /* the JSON each node came from, by node number */
-	uint32_t next; /* next free node */
-	uint32_t pool; /* next free pool byte */
+	json_t **src;	/* the JSON each node came from, by node number */
+	uint32_t next;	/* next free node */
+	uint32_t pool;	/* next free pool byte */
+	unsigned added; /* strings this tree added to the shared table */
 };
 
 /* A ref to the len bytes at s: shared (if share), or copied into the pool
- * with a NUL. */
+ * with a NUL. One tree adds at most TREE_SHARE_NEW strings to the table (a
+ * real image has a few hundred keys and codes), so that no single answer,
+ * however odd, fills it for everyone after. */
 static uint32_t put_string(struct filler *f, const char *s, size_t len, int share)
 {
 	uint32_t at = f->pool;
+	int r = share ? shared_id(s, len, f->added < TREE_SHARE_NEW, &at) : -1;
 
-	if (share && shared_id(s, len, &at) == 0)
+	if (r >= 0) {
+		f->added += (unsigned)r;
 		return at | REF_SHARED;
+	}
 	memcpy(pool_of(f->t) + at, s, len);
 	pool_of(f->t)[at + len] = '\0';
 	f->pool += (uint32_t)len + 1;
@@ -521,8 +530,14 @@ struct tree *tree_build(json_t *image, unsigned *skipped, char *errbuf, size_t e
 			fill_dir(&f, i);
 	}
 	/* what strings were shared is known now: the pool may be shorter than
-	 * sized, never longer (strings are only ever added) */
+	 * sized, never longer (strings are only ever added); give the rest back */
 	t->pool_len = f.pool;
+	if (t->pool_len < s.pool) {
+		struct tree *shorter = realloc(t, tree_bytes(t));
+
+		if (shorter)
+			t = shorter;
+	}
 	if (skipped)
 		*skipped = s.skipped;
 	{

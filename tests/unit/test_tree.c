@@ -230,20 +230,20 @@ static void test_shared_strings(void)
 	CHECK(json_equal(back, j));
 	json_decref(back);
 	tree_unref(c);
-	/* two trees of 150,000 distinct keys: more than the shared table holds */
-	for (int part = 0; part < 2; part++) {
+	/* 300 trees of 1,000 distinct keys each: more than the shared table holds */
+	for (int part = 0; part < 300; part++) {
 		char key[32];
 		uint32_t f;
 
 		big = json_object();
-		for (int i = 0; i < 150000; i++) {
+		for (int i = 0; i < 1000; i++) {
 			snprintf(key, sizeof(key), "k%d-%d", part, i);
 			json_object_set_new(big, key, json_integer(i));
 		}
 		c = tree_build(big, NULL, err, sizeof(err));
 		CHECK(c != NULL);
-		snprintf(key, sizeof(key), "k%d-149999", part);
-		CHECK(c && tree_lookup(c, 0, key, &f) == 0 && !strcmp(tree_value(c, f), "149999"));
+		snprintf(key, sizeof(key), "k%d-999", part);
+		CHECK(c && tree_lookup(c, 0, key, &f) == 0 && !strcmp(tree_value(c, f), "999"));
 		back = c ? tree_to_json(c) : NULL;
 		CHECK(json_equal(back, big));
 		json_decref(back);
@@ -256,6 +256,69 @@ static void test_shared_strings(void)
 	free(longname);
 }
 
+/* A digit-free name made of n (as the API's keys and codes are). */
+static void letters(char *buf, const char *prefix, unsigned n)
+{
+	size_t at = strlen(prefix);
+
+	memcpy(buf, prefix, at);
+	do {
+		buf[at++] = (char)('a' + n % 26);
+		n /= 26;
+	} while (n);
+	buf[at] = '\0';
+}
+
+/* The size of a small image built from strings nobody has seen. */
+static size_t fresh_bytes(const char *prefix)
+{
+	char k1[32], k2[32], v1[32], v2[32], err[128];
+	json_t *j;
+	struct tree *t;
+	size_t bytes;
+
+	letters(k1, prefix, 1);
+	letters(k2, prefix, 2);
+	letters(v1, prefix, 3);
+	letters(v2, prefix, 4);
+	j = json_pack("{s:s, s:s}", k1, v1, k2, v2);
+	t = tree_build(j, NULL, err, sizeof(err));
+	CHECK(t != NULL);
+	bytes = t ? tree_bytes(t) : 0;
+	tree_unref(t);
+	json_decref(j);
+	return bytes;
+}
+
+/* An answer refused for its size, or one full of distinct keys, leaves the
+ * shared table to everyone else: an image built after it is as small as one
+ * built before. */
+static void test_shared_table_kept(void)
+{
+	size_t before = fresh_bytes("before"), again;
+	json_t *huge = json_object(), *nulls = json_array(), *keys = json_object();
+	char err[128], key[32];
+	struct tree *t;
+
+	CHECK(before > 0 && fresh_bytes("before") == before);
+	for (int i = 0; i < 300000; i++)
+		json_array_append_new(nulls, json_null());
+	json_object_set_new(huge, "a", nulls);
+	t = tree_build(huge, NULL, err, sizeof(err));
+	CHECK(t == NULL && strstr(err, "too large"));
+	for (unsigned i = 0; i < 200000; i++) {
+		letters(key, "x", i);
+		json_object_set_new(keys, key, json_string(key));
+	}
+	t = tree_build(keys, NULL, err, sizeof(err));
+	CHECK(t != NULL && tree_count(t) == 200001);
+	tree_unref(t);
+	again = fresh_bytes("after");
+	CHECK(again == before);
+	json_decref(huge);
+	json_decref(keys);
+}
+
 int main(void)
 {
 	golden("guide-3135");
@@ -264,6 +327,7 @@ int main(void)
 	test_array_names();
 	test_limits();
 	test_dates();
+	test_shared_table_kept();
 	test_shared_strings();
 	return TEST_REPORT();
 }
