@@ -688,6 +688,27 @@ out_signals:
 	return ret;
 }
 
+/* Started with stdin, stdout or stderr closed (by a supervisor, or `<&-`),
+ * the next descriptors opened would take their numbers: the watchdog's pipe
+ * would be dup'ed over, messages would go into a socket. Each closed one is
+ * opened on /dev/null first. 0 or -1. */
+static int std_fds_open(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		int null;
+
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		null = open("/dev/null", O_RDWR);
+		if (null != fd) { /* the lowest free number is fd */
+			if (null >= 0)
+				close(null);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -712,6 +733,8 @@ int main(int argc, char *argv[])
 	mallopt(M_ARENA_MAX, 2);
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
+	if (std_fds_open() < 0)
+		return 1;
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0)
 		goto out;
 	if (o.help) {

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -416,6 +417,42 @@ def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
     while "the daemon died; unmounted its mount" not in m.log():
         assert time.monotonic() < deadline, m.log()
         time.sleep(0.05)
+
+
+def test_watchdog_with_standard_descriptors_closed(emulator, tmp_path):
+    """Started with stdin, stdout and stderr closed (as some supervisors do), the daemon
+    still mounts, and its watchdog still takes the mount with it after kill -9 (the pipe to
+    it must not land on descriptor 0, 1 or 2)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "home").mkdir()
+    args = emu.daemon_args(emulator, ())  # -f
+    env = emu.daemon_env(emulator, tmp_path / "home")
+    cmd = " ".join(shlex.quote(a) for a in [str(emu.DAEMON), *args, str(mnt)])
+    proc = subprocess.Popen(["sh", "-c", "exec %s <&- >&- 2>&-" % cmd], env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + emu.START_TIMEOUT
+        while not mounts_at(mnt):
+            assert proc.poll() is None, "the daemon exited with %s" % proc.returncode
+            assert time.monotonic() < deadline, "no mount"
+            time.sleep(0.05)
+        assert sorted(os.listdir(mnt)) == ["JPN", "KR", "SGN"]
+        dogs = watchdogs(proc.pid)
+        assert len(dogs) == 1, dogs
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while mounts_at(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mounts_at(mnt) == 0, "the dead daemon's mount was left behind"
+        assert wait_gone(dogs[0]), "the watchdog outlived its daemon"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if mounts_at(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
 
 
 def test_watchdog_holds_nothing_of_the_daemon(emulator, mount):
