@@ -658,7 +658,7 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 	for (nlocks = 0; nlocks < CURL_LOCK_DATA_LAST; nlocks++)
 		if (pthread_mutex_init(&c->share_locks[nlocks], NULL) != 0)
 			break;
-	if (nlocks < CURL_LOCK_DATA_LAST) {
+	if (nlocks < CURL_LOCK_DATA_LAST || pthread_cond_init(&c->slot_freed, NULL) != 0) {
 		for (i = 0; i < nlocks; i++)
 			pthread_mutex_destroy(&c->share_locks[i]);
 		pthread_mutex_destroy(&c->pool_lock);
@@ -667,7 +667,6 @@ struct ncp_client *ncp_client_new(const struct ncp_config *cfg, char *errbuf, si
 		snprintf(errbuf, errlen, "cannot create a mutex");
 		return NULL;
 	}
-	pthread_cond_init(&c->slot_freed, NULL);
 	c->max_requests = cfg->max_requests > 0 ? cfg->max_requests : NCP_MAX_REQUESTS_DEFAULT;
 	c->limit = c->max_requests;
 	atomic_init(&c->connections, 0);
