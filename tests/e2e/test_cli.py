@@ -399,6 +399,17 @@ def wait_gone(pid, seconds=30):
     return ended(pid)
 
 
+def assert_unmounted_by_watchdog(path, dog=None):
+    """After a kill -9 of the daemon: its watchdog unmounts path (a deadline-bounded wait;
+    slow under sanitizers and a busy machine) and then ends."""
+    deadline = time.monotonic() + 30
+    while mounts_at(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mounts_at(path) == 0, "the dead daemon's mount was left behind"
+    if dog is not None:
+        assert wait_gone(dog), "the watchdog outlived its daemon"
+
+
 def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
     """auto_unmount (the default): after kill -9 the mount is gone, not left dead, even
     with the root's attributes in the kernel's cache (a walk just before the kill)."""
@@ -406,12 +417,7 @@ def test_killed_daemon_takes_its_mount_with_it(emulator, mount):
     assert sorted(os.listdir(m.path)) == ["JPN", "KR", "SGN"]
     os.stat(m.path / "KR")
     m.kill()
-    # the watchdog unmounts it once it sees the daemon gone (a deadline-bounded wait;
-    # slow under sanitizers and a busy machine)
-    deadline = time.monotonic() + 30
-    while mounts_at(m.path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert mounts_at(m.path) == 0, "the dead daemon's mount was left behind"
+    assert_unmounted_by_watchdog(m.path)
     assert os.listdir(m.path) == []
     deadline = time.monotonic() + 10
     while "the daemon died; unmounted its mount" not in m.log():
@@ -442,11 +448,7 @@ def test_watchdog_with_standard_descriptors_closed(emulator, tmp_path):
         assert len(dogs) == 1, dogs
         proc.kill()
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while mounts_at(mnt) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mounts_at(mnt) == 0, "the dead daemon's mount was left behind"
-        assert wait_gone(dogs[0]), "the watchdog outlived its daemon"
+        assert_unmounted_by_watchdog(mnt, dogs[0])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -566,11 +568,7 @@ def test_daemonized_mount_returns_and_its_watchdog_unmounts(emulator, tmp_path):
         assert len(others) == 1, others  # the watchdog, forked before daemonizing
         os.stat(mnt / "KR")
         os.kill(daemon, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while mounts_at(mnt) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mounts_at(mnt) == 0, "the dead daemon's mount was left behind"
-        assert wait_gone(others[0]), "the watchdog outlived its daemon"
+        assert_unmounted_by_watchdog(mnt, others[0])
     finally:
         for pid in others:
             if Path("/proc/%d" % pid).exists():
