@@ -1458,6 +1458,11 @@ static int install(struct cache *c, struct obj o, struct answer *a, double fetch
 	case K_LISTING:
 		return install_listing(c, o.id, &a->rows, fetched, good);
 	default:
+		/* The slot was retired while this fetch was out (a listing moved
+		 * the image, see slot_move): the answer goes with it, and the
+		 * readers find the image in its new slot. */
+		if (slot_at(c, o.id)->state == SLOT_FREE)
+			return 0;
 		/* if the image moves (generation wrap), its lookup finds it anew */
 		install_image(c, o.id, a->tree, fetched, good);
 		a->tree = NULL;
@@ -1718,12 +1723,19 @@ static int obtain_as(struct cache *c, struct obj o, int strict)
 			return -EINTR;
 		if (!f->flight.busy) {
 			if (start(c, o, 0) < 0) {
-				/* no worker to be had: this reader fetches */
+				int err;
+
+				/* no worker to be had: this reader fetches, counted
+				 * as a waiter so that no other's interrupt gives its
+				 * fetch up */
 				f->flight.busy = 1;
 				f->flight.epoch = c->epoch;
+				f->flight.waiters++;
 				c->stats.misses++;
 				c->stats.waited++;
-				return fly(c, o);
+				err = fly(c, o);
+				fr_of(c, o)->flight.waiters--;
+				return err;
 			}
 		} else if (f->flight.epoch == c->epoch) {
 			c->stats.coalesced++;

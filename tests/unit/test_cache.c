@@ -580,6 +580,59 @@ static void test_generation_wrap_by_change(void)
 	wrap_check_done(&w);
 }
 
+/* A reader's fetch of an image lands after a listing moved the image to a
+ * new slot (its generation was used up): the answer goes with the retired
+ * slot, the reader gets the image from its new slot, and the count of live
+ * slots stays right through a reclaim. */
+static void test_generation_wrap_during_fetch(void)
+{
+	struct wrap w;
+	struct lookup_arg a;
+	struct cache_stats st;
+	struct ff_dirent *d = NULL;
+	uint64_t ino = 0, node = 0;
+	size_t n = 0, len = 0;
+	char *text = NULL;
+	pthread_t t;
+
+	wrap_setup(&w, 32765);
+	put(w.api, "KR", 2, "SECOND-IMAGE");
+	CHECK(ff_lookup(w.fs, w.kr, "2", &ino, NULL) == 0);
+	for (int k = 0; k < 10 && ino_split(ino).gen != UINT16_MAX; k++) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "SECOND-v%d", k);
+		put(w.api, "KR", 2, v);
+		fake_advance(w.api, 2);
+		CHECK(ff_lookup(w.fs, w.kr, "2", &ino, NULL) == 0);
+	}
+	CHECK(ino_split(ino).gen == UINT16_MAX);
+	put(w.api, "KR", 2, "SECOND-moved");
+	fake_advance(w.api, 2);
+	a = (struct lookup_arg){ w.fs, w.kr, "2", -1, 0 };
+	fake_gate(w.api, FAKE_DETAIL, 1);
+	pthread_create(&t, NULL, lookup_thread, &a);
+	fake_wait_gated(w.api, FAKE_DETAIL, 1);
+	CHECK(ff_readdir_all(w.fs, w.kr, 4096, 0, &d, &n) == 0); /* the listing moves it */
+	free(d);
+	fake_gate(w.api, FAKE_DETAIL, 0);
+	pthread_join(t, NULL);
+	CHECK(a.err == 0 && ino_split(a.ino).slot != ino_split(ino).slot);
+	CHECK(ff_lookup(w.fs, a.ino, "serverImageName", &node, NULL) == 0);
+	CHECK(ff_read(w.fs, node, 0, 4096, &text, &len) == 0);
+	CHECK(text && len == 13 && memcmp(text, "SECOND-moved\n", 13) == 0);
+	free(text);
+	CHECK(ff_getattr(w.fs, ino, NULL) == -ESTALE); /* the old slot answers nothing */
+	cache_get_stats(fsops_cache(w.fs), &st);
+	CHECK(st.images == 2); /* images 1 and 2, as listed */
+	fake_advance(w.api, 100);
+	fsops_reclaim(w.fs);
+	cache_get_stats(fsops_cache(w.fs), &st);
+	CHECK(st.images == 0);
+	fsops_free(w.fs);
+	fake_free(w.api);
+}
+
 /* <region>.json of 0, 1, 2 and 7 images: its size is exact, it parses, and
  * a read at any offset (the last byte alone included, as the kernel reads a
  * last page) gives the bytes of the whole. */
@@ -1074,6 +1127,7 @@ int main(void)
 	test_regjson_layout();
 	test_generation_wrap();
 	test_generation_wrap_by_change();
+	test_generation_wrap_during_fetch();
 	test_regjson_reclaim();
 	test_regjson_snapshots();
 	test_regjson_concurrent_lookups();

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,19 @@
 #include "fakefuse.h"
 #include "inode.h"
 #include "testhelp.h"
+
+/* Linked with -Wl,--wrap=pthread_create: while no_threads is set, the
+ * cache can start no worker (the test's own threads use the real one). */
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+static atomic_int no_threads;
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	if (atomic_load(&no_threads))
+		return EAGAIN;
+	return __real_pthread_create(t, attr, fn, arg);
+}
 
 #define TTL 10.0
 #define STALE 100.0
@@ -417,6 +431,42 @@ static void test_interrupt(void)
 	mnt_close(&m);
 }
 
+/* With no worker thread to be had (pthread_create failing), a reader
+ * fetches itself; another reader waiting for that fetch and interrupted
+ * leaves it alone: the first one still gets its answer. */
+static void test_interrupt_without_workers(void)
+{
+	struct mnt m;
+	struct reader a = { NULL, "2", 0, 0, 1 }, b = { NULL, "2", 0, 0, 1 };
+	pthread_t ta, tb;
+	uint64_t waited;
+
+	atomic_store(&no_threads, 1);
+	m = mnt_open();
+	a.fs = b.fs = m.fs;
+	CHECK(cache_region_find(fsops_cache(m.fs), "KR", &a.region, NULL) == 0);
+	b.region = a.region;
+	fake_gate(m.api, FAKE_DETAIL, 1);
+	waited = stats_of(m.fs).waited;
+	__real_pthread_create(&ta, NULL, read_image, &a);
+	fake_wait_gated(m.api, FAKE_DETAIL, 1);
+	__real_pthread_create(&tb, NULL, read_image, &b);
+	wait_waiting(m.fs, waited + 2);
+	interrupt(m.fs, &b);
+	pthread_join(tb, NULL);
+	CHECK(b.err == -EINTR);
+	/* time for a wrongly given up fetch to notice (the fake looks every
+	 * 5 ms); ordering only, the checks hold either way when it is right */
+	for (int i = 0; i < 200 && !fake_cancelled(m.api, FAKE_DETAIL); i++)
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	fake_gate(m.api, FAKE_DETAIL, 0);
+	pthread_join(ta, NULL);
+	CHECK(a.err == 0);
+	CHECK(fake_calls(m.api, FAKE_DETAIL) == 1 && fake_cancelled(m.api, FAKE_DETAIL) == 0);
+	mnt_close(&m);
+	atomic_store(&no_threads, 0);
+}
+
 /* An idle mount calls nothing, however long. */
 static void test_idle(void)
 {
@@ -509,6 +559,7 @@ int main(void)
 	test_outage();
 	test_busy_ttl();
 	test_interrupt();
+	test_interrupt_without_workers();
 	test_idle();
 	test_age_xattrs();
 	return TEST_REPORT();
