@@ -1985,7 +1985,8 @@ int cache_listing(struct cache *c, uint32_t region, int held, struct cache_ids *
 	return err;
 }
 
-int cache_age(struct cache *c, enum cache_what what, uint32_t id, struct cache_age *out)
+int cache_age(struct cache *c, enum cache_what what, uint32_t id, uint16_t gen,
+	      struct cache_age *out)
 {
 	struct obj o = { what == CACHE_AGE_REGIONS   ? K_REGIONS
 			 : what == CACHE_AGE_LISTING ? K_LISTING
@@ -1998,7 +1999,8 @@ int cache_age(struct cache *c, enum cache_what what, uint32_t id, struct cache_a
 	clock_gettime(CLOCK_REALTIME, &wall);
 	pthread_mutex_lock(&c->lock);
 	if ((o.kind == K_LISTING && id >= c->nregion) ||
-	    (o.kind == K_IMAGE && (id >= c->nslot || slot_at(c, id)->state == SLOT_FREE)))
+	    (o.kind == K_IMAGE &&
+	     (id >= c->nslot || slot_at(c, id)->state == SLOT_FREE || slot_at(c, id)->gen != gen)))
 		goto out;
 	f = fr_of(c, o);
 	if (f->good >= 0 && has_answer(c, o, 0)) {

@@ -92,9 +92,12 @@ struct cache_age {
 	enum cache_state state;
 };
 /* The age of the region list (id ignored), a region's listing, or an image
- * slot's answer: 0, or -ENOENT when there is none. Never fetches. */
+ * slot's answer at generation gen (ignored for the others): 0, or -ENOENT
+ * when there is none (for an image, none at that generation). Never
+ * fetches. */
 enum cache_what { CACHE_AGE_REGIONS, CACHE_AGE_LISTING, CACHE_AGE_IMAGE };
-int cache_age(struct cache *c, enum cache_what what, uint32_t id, struct cache_age *out);
+int cache_age(struct cache *c, enum cache_what what, uint32_t id, uint16_t gen,
+	      struct cache_age *out);
 
 /* Interruption, for the calling thread: while *flag (read atomically) is
  * nonzero, a wait for the API gives up with -EINTR; the fetch goes on for

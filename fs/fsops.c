@@ -1400,11 +1400,12 @@ static int age_of(struct fsops *fs, fuse_ino_t ino, struct cache_age *age)
 
 	switch (p.kind) {
 	case INO_K_ROOT:
-		return cache_age(fs->cache, CACHE_AGE_REGIONS, 0, age);
+		return cache_age(fs->cache, CACHE_AGE_REGIONS, 0, 0, age);
 	case INO_K_REGION:
-		return cache_age(fs->cache, CACHE_AGE_LISTING, p.id, age);
+		return cache_age(fs->cache, CACHE_AGE_LISTING, p.id, 0, age);
 	case INO_K_NODE:
-		return p.node == 0 ? cache_age(fs->cache, CACHE_AGE_IMAGE, p.slot, age) : -ENOENT;
+		return p.node == 0 ? cache_age(fs->cache, CACHE_AGE_IMAGE, p.slot, p.gen, age)
+				   : -ENOENT;
 	default:
 		return -ENOENT;
 	}

@@ -551,6 +551,29 @@ static void test_age_xattrs(void)
 	mnt_close(&m);
 }
 
+/* An image directory's inode from before its data changed has no age: the
+ * answer it named is gone (the age of the new one would be another's). */
+static void test_age_of_old_inode(void)
+{
+	struct mnt m = mnt_open();
+	uint64_t old = 0, img = 0;
+	size_t n = 0;
+	char v[64];
+
+	CHECK(ff_lookup(m.fs, m.kr, "1", &old, NULL) == 0);
+	put(m.api, "KR", 1, "one-changed", 2);
+	fake_advance(m.api, TTL + STALE + 1);
+	CHECK(ff_lookup(m.fs, m.kr, "1", &img, NULL) == 0);
+	cache_quiesce(fsops_cache(m.fs));
+	CHECK(ff_lookup(m.fs, m.kr, "1", &img, NULL) == 0);
+	CHECK(img != old && ino_split(img).slot == ino_split(old).slot);
+	CHECK(ff_getxattr(m.fs, old, "user.ncp.state", v, sizeof(v), &n) == -ENODATA);
+	CHECK(ff_getxattr(m.fs, old, "user.ncp.fetched", v, sizeof(v), &n) == -ENODATA);
+	xattr(m.fs, img, "user.ncp.state", v, sizeof(v));
+	CHECK_STR(v, "fresh");
+	mnt_close(&m);
+}
+
 int main(void)
 {
 	test_refresh_ahead();
@@ -562,5 +585,6 @@ int main(void)
 	test_interrupt_without_workers();
 	test_idle();
 	test_age_xattrs();
+	test_age_of_old_inode();
 	return TEST_REPORT();
 }
