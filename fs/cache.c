@@ -69,7 +69,7 @@ struct slot {
 };
 
 struct name_entry {
-	uint64_t no;   /* the image's number: the order of a directory read */
+	uint64_t key;  /* from a hash of the name: the order of a directory read */
 	uint32_t name; /* offset in pool */
 	uint32_t slot;
 };
@@ -80,7 +80,7 @@ struct cache_names {
 	struct cache_ids *from; /* the listing these were made of (a reference) */
 	uint32_t made;		/* the region's changes then: names change with the data */
 	struct name_entry *entries;
-	uint32_t *by_no; /* entry indices in image number order */
+	uint32_t *by_key; /* entry indices in key order */
 	char *pool;
 };
 
@@ -338,7 +338,7 @@ static void names_unref_locked(struct cache *c, struct cache_names *n)
 	if (n && --n->refs == 0) {
 		ids_unref_locked(c, n->from);
 		free(n->entries);
-		free(n->by_no);
+		free(n->by_key);
 		free(n->pool);
 		free(n);
 	}
@@ -2199,12 +2199,30 @@ static int by_entry_name(const void *a, const void *b, void *pool)
 	return strcmp((const char *)pool + x->name, (const char *)pool + y->name);
 }
 
-static int by_entry_no(const void *a, const void *b, void *entries)
+static int by_entry_key(const void *a, const void *b, void *names)
 {
-	const struct name_entry *e = entries;
-	uint64_t x = e[*(const uint32_t *)a].no, y = e[*(const uint32_t *)b].no;
+	const struct cache_names *n = names;
+	const struct name_entry *x = &n->entries[*(const uint32_t *)a],
+				*y = &n->entries[*(const uint32_t *)b];
 
-	return x < y ? -1 : x > y;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	return strcmp(n->pool + x->name, n->pool + y->name);
+}
+
+/* A .by-name entry's key: its name hashed (FNV-1a, 64 bits) into 62, so that
+ * key + 3 is a directory offset. A name keeps its key from one listing to
+ * the next, so a directory read that goes on in a newer listing neither
+ * repeats nor skips a name that is in both, even when the name passed to
+ * another image in between (as a plain name may take the place of another's
+ * "name~no"). */
+static uint64_t name_key(const char *name)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return h >> 2;
 }
 
 /* Gives "~<no>" to every plain name that equals another entry's name, until
@@ -2277,8 +2295,8 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 	n->n = count;
 	n->made = made;
 	n->entries = calloc(count ? count : 1, sizeof(*n->entries));
-	n->by_no = calloc(count ? count : 1, sizeof(*n->by_no));
-	if (!n->entries || !n->by_no)
+	n->by_key = calloc(count ? count : 1, sizeof(*n->by_key));
+	if (!n->entries || !n->by_key)
 		goto out;
 	for (uint32_t i = 0; i < count; i++) {
 		const char *name = p.buf + w[i].name;
@@ -2288,13 +2306,23 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 			goto out;
 		n->entries[i].name = (uint32_t)at;
 		n->entries[i].slot = w[i].slot;
-		n->entries[i].no = slot_at(c, w[i].slot)->no;
-		n->by_no[i] = i;
+		n->entries[i].key = name_key(name);
+		n->by_key[i] = i;
 	}
 	n->pool = final.buf;
 	final.buf = NULL;
 	qsort_r(n->entries, count, sizeof(*n->entries), by_entry_name, n->pool);
-	qsort_r(n->by_no, count, sizeof(*n->by_no), by_entry_no, n->entries);
+	qsort_r(n->by_key, count, sizeof(*n->by_key), by_entry_key, n);
+	/* two names of one hash (never by chance): the later one takes the next
+	 * key, so that keys are unique and a read resumed after the first
+	 * does not skip the second */
+	for (uint32_t k = 1; k < count; k++) {
+		struct name_entry *e = &n->entries[n->by_key[k]];
+		uint64_t prev = n->entries[n->by_key[k - 1]].key;
+
+		if (e->key <= prev)
+			e->key = prev + 1;
+	}
 	n->from = ids_ref(listing);
 	*out = n;
 	n = NULL;
@@ -2302,7 +2330,7 @@ static int names_build(struct cache *c, struct cache_ids *listing, uint32_t made
 out:
 	if (n) {
 		free(n->entries);
-		free(n->by_no);
+		free(n->by_key);
 		free(n->pool);
 		free(n);
 	}
@@ -2356,20 +2384,20 @@ uint32_t cache_names_slot(const struct cache_names *n, uint32_t i)
 	return n->entries[i].slot;
 }
 
-uint32_t cache_names_by_no(const struct cache_names *n, uint32_t k, uint64_t *no)
+uint32_t cache_names_by_key(const struct cache_names *n, uint32_t k, uint64_t *key)
 {
-	*no = n->entries[n->by_no[k]].no;
-	return n->by_no[k];
+	*key = n->entries[n->by_key[k]].key;
+	return n->by_key[k];
 }
 
-uint32_t cache_names_from(const struct cache_names *n, uint64_t no)
+uint32_t cache_names_from(const struct cache_names *n, uint64_t key)
 {
 	uint32_t lo = 0, hi = n->n;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 
-		if (n->entries[n->by_no[mid]].no < no)
+		if (n->entries[n->by_key[mid]].key < key)
 			lo = mid + 1;
 		else
 			hi = mid;

@@ -188,18 +188,19 @@ void cache_get_stats(struct cache *c, struct cache_stats *out);
  * Every name is unique: a name used by more than one image, or equal to
  * another's "name~<serverImageNo>", becomes "name~<serverImageNo>" (cut to
  * 255 bytes at a character boundary); names that cannot be file names are
- * left out (logged once). Index i runs in name order; cache_names_by_no
- * gives the same entries in image number order, for directory reads. */
+ * left out (logged once). Index i runs in name order; cache_names_by_key
+ * gives the same entries in the order of their keys (from a hash of the
+ * name, unique, below 2^62), for directory reads. */
 struct cache_names;
 int cache_by_name(struct cache *c, uint32_t region, int held, struct cache_names **out,
 		  double *ttl_left);
 uint32_t cache_names_count(const struct cache_names *n);
 const char *cache_names_name(const struct cache_names *n, uint32_t i);
 uint32_t cache_names_slot(const struct cache_names *n, uint32_t i);
-/* The entry that is k-th in image number order (its number in *no), and
- * the first k whose number is >= no. */
-uint32_t cache_names_by_no(const struct cache_names *n, uint32_t k, uint64_t *no);
-uint32_t cache_names_from(const struct cache_names *n, uint64_t no);
+/* The entry that is k-th in key order (its key in *key), and the first k
+ * whose key is >= key. */
+uint32_t cache_names_by_key(const struct cache_names *n, uint32_t k, uint64_t *key);
+uint32_t cache_names_from(const struct cache_names *n, uint64_t key);
 /* Finds name: 0 and its index *i, or -1. */
 int cache_names_find(const struct cache_names *n, const char *name, uint32_t *i);
 void cache_names_unref(struct cache *c, struct cache_names *n);

@@ -1022,9 +1022,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* ---- directories ---- */
 
 /* What one directory read walks: entries in ascending key order, where a
- * key is a region id, an image number (in a region and in .by-name; not its
- * slot, which may be reclaimed and its image come back under another one)
- * or a child's index. An entry's offset
+ * key is a region id, an image number (in a region; not its slot, which may
+ * be reclaimed and its image come back under another one), a name's hash
+ * (in .by-name, where a name may pass from one image to another) or a
+ * child's index. An entry's offset
  * is its key + 3 (0-2 are the start, "." and ".."), and a read at offset off
  * resumes at the first key >= off - 2: a listing that changes between two
  * reads then neither skips nor repeats an entry that is in both. */
@@ -1136,7 +1137,7 @@ static int view_entry(struct fsops *fs, struct dirview *v, uint32_t k, uint64_t 
 		tree_unref(img.tree);
 		return 0;
 	case INO_K_BYNAME:
-		i = cache_names_by_no(v->names, k, key);
+		i = cache_names_by_key(v->names, k, key);
 		snprintf(buf, len, "%s", cache_names_name(v->names, i));
 		return link_attr(fs, cache_names_slot(v->names, i), -1, e);
 	default:

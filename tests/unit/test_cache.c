@@ -633,6 +633,53 @@ static void test_generation_wrap_during_fetch(void)
 	fake_free(w.api);
 }
 
+/* .by-name read one entry at a time while a name passes from one image to
+ * another: image 2's plain name "web~9" becomes image 9's once image 9 is
+ * renamed "web" (as image 3 is called), and image 2 becomes "web~9~2". Read
+ * from the old listing up to any point and on in the new one, no name
+ * comes twice. */
+static void test_by_name_read_across_rename(void)
+{
+	for (int before = 1; before <= 3; before++) {
+		struct fake_api *api = fake_new();
+		struct fsops *fs;
+		struct ff_dirent seen[16], d, *all = NULL;
+		uint64_t kr, dir = 0;
+		int64_t off = 0;
+		size_t n = 0, got = 0, total = 0;
+
+		fake_add_region(api, "KR");
+		put(api, "KR", 2, "web~9");
+		put(api, "KR", 3, "web");
+		put(api, "KR", 9, "alpha");
+		fs = mount_fake(api, 1, 1, 0);
+		kr = region_ino_of(fs, "KR");
+		CHECK(ff_lookup(fs, kr, ".by-name", &dir, NULL) == 0);
+		for (int switched = 0;;) {
+			if (got >= (size_t)before && !switched) {
+				switched = 1;
+				put(api, "KR", 9, "web"); /* a new listing, read afresh */
+				fake_advance(api, 2);
+				CHECK(ff_readdir_all(fs, dir, 4096, 0, &all, &total) == 0 &&
+				      total == 5);
+				free(all);
+			}
+			CHECK(ff_readdir(fs, dir, 4096, off, 0, &d, 1, &n) == 0);
+			if (n == 0 || got == 16)
+				break;
+			off = d.off;
+			if (!strcmp(d.name, ".") || !strcmp(d.name, ".."))
+				continue;
+			for (size_t i = 0; i < got; i++)
+				CHECK(strcmp(seen[i].name, d.name) != 0);
+			seen[got++] = d;
+		}
+		CHECK(got >= 2 && got <= 4);
+		fsops_free(fs);
+		fake_free(api);
+	}
+}
+
 /* <region>.json of 0, 1, 2 and 7 images: its size is exact, it parses, and
  * a read at any offset (the last byte alone included, as the kernel reads a
  * last page) gives the bytes of the whole. */
@@ -1116,6 +1163,7 @@ int main(void)
 	test_by_name_shared_names();
 	test_by_name_collisions();
 	test_by_name_long_names();
+	test_by_name_read_across_rename();
 	test_flight_across_growth();
 	test_capped_pages();
 	test_stuck_pages();
