@@ -1268,6 +1268,12 @@ static int install_listing(struct cache *c, uint32_t region, struct rows *rows, 
 		if (slot_at(c, idx)->mark == mark)
 			continue; /* listed twice: the first row stands */
 		slot_at(c, idx)->mark = mark;
+		if (slot_at(c, idx)->fr.good > good) {
+			/* a fetch of the image asked after this listing landed
+			 * first: it is the later word */
+			ids->ids[ids->n++] = idx;
+			continue;
+		}
 		moved = install_image(c, idx, rows->trees[i], fetched, good);
 		rows->trees[i] = NULL;
 		if (moved >= 0)
@@ -1403,10 +1409,12 @@ static int stale_usable(struct cache *c, struct obj o, const struct freshness *f
 	       now_mono(c) < f->good + c->opts.ttl + c->opts.stale;
 }
 
-/* With c->lock held: a fetch of o failed with err. The next try waits a
- * backoff that doubles from STALE_RETRY_S up to STALE_RETRY_MAX, whoever
- * asks meanwhile. Returns 0 when the last good answer stands in (logged once
- * until the next good one), else err. */
+/* With c->lock held: a fetch of o failed with err. The next background
+ * try waits a backoff that doubles from STALE_RETRY_S up to
+ * STALE_RETRY_MAX; a reader with no answer that may stand in (none yet, or
+ * past ttl + stale) asks the API itself, as any read of a network
+ * filesystem would. Returns 0 when the last good answer stands in (logged
+ * once until the next good one), else err. */
 static int failed(struct cache *c, struct obj o, struct freshness *f, int err)
 {
 	double now = now_mono(c), wait = STALE_RETRY_S;
@@ -1462,6 +1470,10 @@ static int install(struct cache *c, struct obj o, struct answer *a, double fetch
 		 * the image, see slot_move): the answer goes with it, and the
 		 * readers find the image in its new slot. */
 		if (slot_at(c, o.id)->state == SLOT_FREE)
+			return 0;
+		/* A listing asked after this fetch has landed first: its row
+		 * is the later word on the image. */
+		if (slot_at(c, o.id)->fr.good > good)
 			return 0;
 		/* if the image moves (generation wrap), its lookup finds it anew */
 		install_image(c, o.id, a->tree, fetched, good);

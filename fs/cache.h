@@ -114,7 +114,8 @@ struct cache *cache_new(const struct cache_source *src, const struct cache_opts 
 			cache_change_fn *on_change, void *arg);
 void cache_free(struct cache *c);
 /* Stops the workers: fetches under way give up (waiters get -EINTR), and no
- * more start (readers then fetch themselves). Idempotent; cache_free does it. */
+ * more start (a reader that still comes gets -EINTR too; it is called once
+ * the filesystem's loop has ended). Idempotent; cache_free does it. */
 void cache_close(struct cache *c);
 /* Forgets every answer, reporting each as changed so that the kernel can be
  * told too; the next access fetches afresh, and a fetch under way when this

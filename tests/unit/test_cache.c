@@ -994,6 +994,69 @@ static void test_no_join_after_drop(void)
 	fake_free(api);
 }
 
+static void *list_thread(void *p)
+{
+	struct lookup_arg *a = p;
+	struct ff_dirent *d = NULL;
+	size_t n = 0;
+
+	a->err = ff_readdir_all(a->fs, a->region, 4096, 0, &d, &n);
+	free(d);
+	return NULL;
+}
+
+/* An image's fetch asked before a listing of its region but answered after
+ * it: the listing's row, the later word, stays, and so does its freshness
+ * (the image is not asked for again a ttl after the earlier fetch). The
+ * other way round the same: a listing asked before a fetch of one of its
+ * images does not undo that fetch. */
+static void test_later_word_stands(void)
+{
+	struct fake_api *api = fake_new();
+	struct lookup_arg a;
+	struct ff_dirent *d = NULL;
+	struct fsops *fs;
+	size_t n = 0;
+	pthread_t t;
+	uint64_t kr;
+
+	fake_add_region(api, "KR");
+	put(api, "KR", 1, "one");
+	fs = mount_fake(api, 10, 5, 0);
+	kr = region_ino_of(fs, "KR");
+	a = (struct lookup_arg){ fs, kr, "1", -1, 0 };
+	fake_gate(api, FAKE_DETAIL, 1);
+	pthread_create(&t, NULL, lookup_thread, &a);
+	fake_wait_gated(api, FAKE_DETAIL, 1);
+	fake_advance(api, 5);
+	CHECK(ff_readdir_all(fs, kr, 4096, 0, &d, &n) == 0 && n == 3); /* asked later */
+	free(d);
+	fake_gate(api, FAKE_DETAIL, 0);
+	pthread_join(t, NULL);
+	CHECK(a.err == 0);
+	fake_advance(api, 6); /* a ttl after the fetch, not after the listing */
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 1 && fake_calls(api, FAKE_LIST) == 1);
+
+	/* a listing asked first, answered after a fetch of its image */
+	fake_advance(api, 10);
+	fake_gate(api, FAKE_LIST, 1);
+	a = (struct lookup_arg){ fs, kr, NULL, -1, 0 };
+	pthread_create(&t, NULL, list_thread, &a);
+	fake_wait_gated(api, FAKE_LIST, 1);
+	fake_advance(api, 5);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0); /* asked later */
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	fake_gate(api, FAKE_LIST, 0);
+	pthread_join(t, NULL);
+	CHECK(a.err == 0);
+	fake_advance(api, 6);
+	CHECK(ff_lookup(fs, kr, "1", NULL, NULL) == 0);
+	CHECK(fake_calls(api, FAKE_DETAIL) == 2);
+	fsops_free(fs);
+	fake_free(api);
+}
+
 /* Eight readers of one image: one fetch. */
 static void test_single_flight(void)
 {
@@ -1182,6 +1245,7 @@ int main(void)
 	test_drop_during_fetch();
 	test_no_join_after_drop();
 	test_single_flight();
+	test_later_word_stands();
 	test_ttl_and_stale();
 	test_changes_after_ttl();
 	return TEST_REPORT();
