@@ -400,12 +400,12 @@ struct filler {
  * however odd, fills it for everyone after. */
 static uint32_t put_string(struct filler *f, const char *s, size_t len, int share)
 {
-	uint32_t at = f->pool;
-	int r = share ? shared_id(s, len, f->added < TREE_SHARE_NEW, &at) : -1;
+	uint32_t at = f->pool, id;
+	int r = share ? shared_id(s, len, f->added < TREE_SHARE_NEW, &id) : -1;
 
 	if (r >= 0) {
 		f->added += (unsigned)r;
-		return at | REF_SHARED;
+		return id | REF_SHARED;
 	}
 	memcpy(pool_of(f->t) + at, s, len);
 	pool_of(f->t)[at + len] = '\0';

@@ -402,10 +402,8 @@ def wait_gone(pid, seconds=30):
 def assert_unmounted_by_watchdog(path, dog=None):
     """After a kill -9 of the daemon: its watchdog unmounts path (a deadline-bounded wait;
     slow under sanitizers and a busy machine) and then ends."""
-    deadline = time.monotonic() + 30
-    while mounts_at(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert mounts_at(path) == 0, "the dead daemon's mount was left behind"
+    wait_until(lambda: not mounts_at(path), "the watchdog to unmount the dead daemon's mount",
+               30)
     if dog is not None:
         assert wait_gone(dog), "the watchdog outlived its daemon"
 
@@ -438,11 +436,9 @@ def test_watchdog_with_standard_descriptors_closed(emulator, tmp_path):
     proc = subprocess.Popen(["sh", "-c", "exec %s <&- >&- 2>&-" % cmd], env=env,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + emu.START_TIMEOUT
-        while not mounts_at(mnt):
-            assert proc.poll() is None, "the daemon exited with %s" % proc.returncode
-            assert time.monotonic() < deadline, "no mount"
-            time.sleep(0.05)
+        wait_until(lambda: mounts_at(mnt) or proc.poll() is not None, "the mount",
+                   emu.START_TIMEOUT)
+        assert proc.poll() is None, "the daemon exited with %s" % proc.returncode
         assert sorted(os.listdir(mnt)) == ["JPN", "KR", "SGN"]
         dogs = watchdogs(proc.pid)
         assert len(dogs) == 1, dogs

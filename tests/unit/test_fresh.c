@@ -23,12 +23,14 @@
  * cache can start no worker (the test's own threads use the real one). */
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
-static atomic_int no_threads;
+static atomic_int no_threads, refused;
 
 int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
-	if (atomic_load(&no_threads))
+	if (atomic_load(&no_threads)) {
+		atomic_fetch_add(&refused, 1);
 		return EAGAIN;
+	}
 	return __real_pthread_create(t, attr, fn, arg);
 }
 
@@ -463,6 +465,7 @@ static void test_interrupt_without_workers(void)
 	pthread_join(ta, NULL);
 	CHECK(a.err == 0);
 	CHECK(fake_calls(m.api, FAKE_DETAIL) == 1 && fake_cancelled(m.api, FAKE_DETAIL) == 0);
+	CHECK(atomic_load(&refused) > 0); /* the cache did ask for a worker, in vain */
 	mnt_close(&m);
 	atomic_store(&no_threads, 0);
 }
