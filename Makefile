@@ -61,6 +61,7 @@ tests/unit/test_%: tests/unit/test_%.c tests/unit/testhelp.h $(LIB_OBJ) $(UNIT_H
 tests/unit/test_oom: ALL_LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 # test_fresh can refuse the cache its worker threads.
 tests/unit/test_fresh: ALL_LDFLAGS += -Wl,--wrap=pthread_create
+tests/unit/test_decode: ALL_LDFLAGS += -Wl,--wrap=pthread_create
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; (cd tests/unit && ./$$(basename $$t)); done

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@
 #define NCP_TIMEOUT_DEFAULT 30L /* when the config says 0: never wait forever */
 #define NCP_CONNECT_TIMEOUT_MAX 10L
 #define NCP_ACTION_MAX 64
-#define NCP_PARAM_MAX 4096 /* longest parameter name or value sent */
+#define NCP_PARAM_MAX 4096		  /* longest parameter name or value sent */
+#define NCP_SPLIT_MIN ((size_t)64 * 1024) /* smaller bodies are parsed in one go */
 #define NCP_ACCESS_KEY_MAX 256
 
 /* How a failed answer was shaped: ncp_image_detail needs to tell a service
@@ -250,8 +252,292 @@ static int valid_action(const char *action)
 	return 1;
 }
 
-static int decode(const char *action, long status, const char *body, size_t len, json_t **payload,
-		  struct ncp_error *err, enum shape *shape)
+/* ---- a big listing page: its rows parsed on two threads ----
+ *
+ * Parsing a 1,000-row page (1.4 MB) in one go is the slowest step of a cold
+ * listing, slower than fetching it. So a big body of the plain layout,
+ * {"<action>Response": {..., "<key>": [{row}, {row}, ...], ...}}, is cut at
+ * its rows' edges: the rows are parsed on two threads, and the rest (the
+ * body with an empty array in their place) goes through decode() as any
+ * answer does. This only finds where the pieces are; jansson parses each.
+ * Any other layout, a row nested deeper than SPLIT_ROW_DEPTH, or a piece
+ * jansson refuses leaves the body to one json_loadb, which then gives the
+ * answer or the error: the result is the same either way (fuzz_decode
+ * checks this). */
+
+#define SPLIT_ROW_DEPTH 64 /* the whole body allows 2048; a row starts 3 deep */
+
+struct span {
+	size_t off, len;
+};
+
+struct split {
+	size_t open, close; /* the offsets of the array's '[' and ']' */
+	struct span *rows;
+	size_t n, cap;
+};
+
+static int is_ws(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* The offset just past the string whose '"' is at b[i] (len if it does not end). */
+static size_t string_end(const char *b, size_t len, size_t i)
+{
+	for (i++; i < len; i++) {
+		if (b[i] == '\\')
+			i++;
+		else if (b[i] == '"')
+			return i + 1;
+	}
+	return len;
+}
+
+/* Whether b[from, to) is a string holding exactly name, unescaped. */
+static int string_is(const char *b, size_t from, size_t to, const char *name)
+{
+	size_t n = strlen(name);
+
+	return to - from == n + 2 && memcmp(b + from + 1, name, n) == 0;
+}
+
+/* The offset just past the object whose '{' is at b[i], or 0 if it does
+ * not end or nests deeper than SPLIT_ROW_DEPTH. */
+static size_t object_end(const char *b, size_t len, size_t i)
+{
+	size_t depth = 0;
+
+	for (; i < len; i++) {
+		switch (b[i]) {
+		case '"':
+			i = string_end(b, len, i) - 1;
+			break;
+		case '{':
+		case '[':
+			if (++depth > SPLIT_ROW_DEPTH)
+				return 0;
+			break;
+		case '}':
+		case ']':
+			if (--depth == 0)
+				return b[i] == '}' ? i + 1 : 0;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+static int split_push(struct split *s, size_t off, size_t len)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		struct span *bigger = realloc(s->rows, cap * sizeof(*bigger));
+
+		if (!bigger)
+			return -1;
+		s->rows = bigger;
+		s->cap = cap;
+	}
+	s->rows[s->n++] = (struct span){ off, len };
+	return 0;
+}
+
+/* The rows from b[i], just past the array's '[': 0 when they are objects
+ * separated by commas up to a ']', 1 otherwise, -1 out of memory. */
+static int split_rows(const char *b, size_t len, size_t i, struct split *s)
+{
+	int want_row = 0; /* after a comma: a row must follow */
+
+	for (;; i++) {
+		size_t end;
+
+		while (i < len && is_ws(b[i]))
+			i++;
+		if (i >= len)
+			return 1;
+		if (b[i] == ']' && !want_row) {
+			s->close = i;
+			return 0;
+		}
+		if (b[i] != '{' || (s->n > 0 && !want_row))
+			return 1;
+		end = object_end(b, len, i);
+		if (!end)
+			return 1;
+		if (split_push(s, i, end - i) < 0)
+			return -1;
+		for (i = end; i < len && is_ws(b[i]); i++)
+			;
+		if (i < len && b[i] == ',') {
+			want_row = 1;
+			continue;
+		}
+		want_row = 0;
+		i--; /* the loop's i++ comes back to this byte */
+	}
+}
+
+/* Finds the rows of {"<outer>": {..., "<key>": [...], ...}} in b: 0 when
+ * found, 1 when b is laid out otherwise, -1 out of memory. Strings are
+ * stepped over whole, so no brace or key inside one is taken for syntax. */
+static int split_find(const char *b, size_t len, const char *outer, const char *key,
+		      struct split *s)
+{
+	size_t depth = 0, str = 0, str_end = 0;
+	char prev = 0;	  /* the last token: '"' a string, ':' , '{', ... */
+	int key_ok = 0;	  /* the string before the last ':' is the key wanted here */
+	int in_outer = 0; /* the object 2 deep is outer's */
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = b[i];
+
+		if (is_ws(ch))
+			continue;
+		switch (ch) {
+		case '"':
+			str = i;
+			str_end = i = string_end(b, len, i);
+			i--;
+			break;
+		case ':':
+			if (prev != '"')
+				return 1;
+			key_ok = string_is(b, str, str_end, depth == 1 ? outer : key);
+			break;
+		case '{':
+			if (depth == 0 && prev != 0)
+				return 1;
+			if (depth == 1)
+				in_outer = prev == ':' && key_ok;
+			depth++;
+			break;
+		case '[':
+			if (depth == 0)
+				return 1;
+			if (depth == 2 && in_outer && prev == ':' && key_ok) {
+				s->open = i;
+				return split_rows(b, len, i + 1, s);
+			}
+			depth++;
+			break;
+		case '}':
+		case ']':
+			if (depth-- <= 1)
+				return 1; /* the root ended before the rows */
+			break;
+		default:
+			break;
+		}
+		prev = ch;
+	}
+	return 1;
+}
+
+struct row_job {
+	const char *body;
+	const struct span *rows;
+	json_t **out;
+	size_t from, to;
+	int bad;
+};
+
+static void *parse_rows(void *arg)
+{
+	struct row_job *j = arg;
+	json_error_t jerr;
+
+	for (size_t i = j->from; i < j->to && !j->bad; i++) {
+		j->out[i] = json_loadb(j->body + j->rows[i].off, j->rows[i].len,
+				       JSON_REJECT_DUPLICATES, &jerr);
+		j->bad = !j->out[i];
+	}
+	return NULL;
+}
+
+/* The rows as one array, parsed on two threads; NULL if one is refused. */
+static json_t *split_parse(const char *body, const struct split *s)
+{
+	json_t **out = calloc(s->n ? s->n : 1, sizeof(*out)), *array = NULL;
+	struct row_job a = { body, s->rows, out, 0, s->n / 2, 0 };
+	struct row_job b = { body, s->rows, out, s->n / 2, s->n, 0 };
+	pthread_t helper;
+	int threaded;
+
+	if (!out)
+		return NULL;
+	threaded = s->n >= 64 && pthread_create(&helper, NULL, parse_rows, &b) == 0;
+	if (!threaded)
+		a.to = s->n;
+	parse_rows(&a);
+	if (threaded)
+		pthread_join(helper, NULL);
+	if (!a.bad && !b.bad)
+		array = json_array();
+	for (size_t i = 0; i < s->n; i++) {
+		if (array && json_array_append_new(array, out[i]) == 0)
+			continue;
+		json_decref(out[i]);
+		json_decref(array);
+		array = NULL;
+	}
+	free(out);
+	return array;
+}
+
+static int decode(const char *action, long status, const char *body, size_t len, size_t split_min,
+		  json_t **payload, struct ncp_error *err, enum shape *shape);
+
+/* decode() for a big body of rows: 0 with the payload, or 1 when the body
+ * is to be decoded whole. */
+static int decode_split(const char *action, const char *key, const char *body, size_t len,
+			json_t **payload, struct ncp_error *err, enum shape *shape)
+{
+	char outer[NCP_ACTION_MAX + sizeof("Response")];
+	struct ncp_error rest_err;
+	enum shape rest_shape;
+	struct split s = { 0 };
+	char *rest = NULL;
+	json_t *rows = NULL, *list;
+	int rc = 1;
+
+	snprintf(outer, sizeof(outer), "%sResponse", action);
+	if (split_find(body, len, outer, key, &s) != 0)
+		goto out;
+	/* the body with "[]" for the rows, decoded as any answer */
+	rest = malloc(len - (s.close - s.open) + 1);
+	if (!rest)
+		goto out;
+	memcpy(rest, body, s.open + 1);
+	memcpy(rest + s.open + 1, body + s.close, len - s.close);
+	/* Kept apart until the rows are in: a refusal here may be about the
+	 * rows' part as well, and the whole body is then the one to say so. */
+	if (decode(action, 200, rest, s.open + 1 + len - s.close, SIZE_MAX, payload, &rest_err,
+		   &rest_shape) < 0)
+		goto out;
+	list = json_object_get(*payload, key);
+	if (json_is_array(list) && json_array_size(list) == 0)
+		rows = split_parse(body, &s);
+	if (rows && json_object_set_new(*payload, key, rows) == 0) {
+		*err = rest_err;
+		*shape = rest_shape;
+		rc = 0;
+	} else {
+		json_decref(*payload);
+		*payload = NULL;
+	}
+out:
+	free(rest);
+	free(s.rows);
+	return rc;
+}
+
+/* Decodes an answer; a body of split_min bytes or more may have its rows
+ * parsed apart (see decode_split). */
+static int decode(const char *action, long status, const char *body, size_t len, size_t split_min,
+		  json_t **payload, struct ncp_error *err, enum shape *shape)
 {
 	char key[NCP_ACTION_MAX + sizeof("Response")];
 	json_error_t jerr;
@@ -265,6 +551,10 @@ static int decode(const char *action, long status, const char *body, size_t len,
 		err_set(err, NCP_ERR_IO, "invalid action");
 		goto out;
 	}
+	if (status == 200 && body && len >= split_min &&
+	    strcmp(action, "getServerImageList") == 0 &&
+	    decode_split(action, "serverImageList", body, len, payload, err, shape) == 0)
+		return 0;
 	root = json_loadb(body ? body : "", body ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
 	if (status != 200) {
 		decode_error(root, status, err, shape);
@@ -306,7 +596,17 @@ int ncp_decode(const char *action, long http_status, const char *body, size_t le
 
 	if (!payload || !err)
 		return -1;
-	return decode(action, http_status, body, len, payload, err, &shape);
+	return decode(action, http_status, body, len, NCP_SPLIT_MIN, payload, err, &shape);
+}
+
+int ncp_decode_split(const char *action, long http_status, const char *body, size_t len,
+		     size_t split_min, json_t **payload, struct ncp_error *err)
+{
+	enum shape shape;
+
+	if (!payload || !err)
+		return -1;
+	return decode(action, http_status, body, len, split_min, payload, err, &shape);
 }
 
 int ncp_error_errno(const struct ncp_error *err)
@@ -1085,7 +1385,8 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		if (err->kind == NCP_ERR_CANCELLED)
 			break;
 		if (how == ANSWERED) {
-			rc = decode(action, status, b.data, b.len, payload, err, shape);
+			rc = decode(action, status, b.data, b.len, NCP_SPLIT_MIN, payload, err,
+				    shape);
 			if (rc == 0)
 				break;
 		}

@@ -2,7 +2,9 @@
 /* fuzz_decode.c: libFuzzer target for ncp_decode, the decoder of every API
  * answer. The first byte picks the HTTP status, the rest is the body, decoded
  * as each of the three actions. Checks the contract: 0 gives an object, -1 an
- * error kind and a message safe to log (clean, NUL-terminated UTF-8). */
+ * error kind and a message safe to log (clean, NUL-terminated UTF-8). A
+ * listing is also decoded with its rows parsed apart (ncp_decode_split): the
+ * result must be the same as when it is parsed whole. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,6 +104,23 @@ static void check_result(int rc, json_t *payload, const struct ncp_error *err, l
 		abort();
 }
 
+/* Rows parsed apart or whole: the same answer, or the same error. */
+static void check_split(const char *body, size_t len, long status)
+{
+	struct ncp_error whole, apart;
+	json_t *pw = NULL, *pa = NULL;
+	int rw = ncp_decode_split("getServerImageList", status, body, len, SIZE_MAX, &pw, &whole);
+	int ra = ncp_decode_split("getServerImageList", status, body, len, 0, &pa, &apart);
+
+	if (rw != ra || (rw == 0 && !json_equal(pw, pa)))
+		abort();
+	if (rw != 0 && (whole.kind != apart.kind || strcmp(whole.message, apart.message) != 0 ||
+			strcmp(whole.code, apart.code) != 0))
+		abort();
+	json_decref(pw);
+	json_decref(pa);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *body = (const char *)data + 1;
@@ -119,5 +138,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = ncp_decode(actions[i], status, body, size - 1, &payload, &err);
 		check_result(rc, payload, &err, status);
 	}
+	check_split(body, size - 1, status);
 	return 0;
 }

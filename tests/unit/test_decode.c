@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,20 @@
 
 #include "ncp.h"
 #include "testhelp.h"
+
+/* Linked with --wrap=pthread_create: counts the threads started, and can
+ * refuse them. */
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+static atomic_int threads_started, no_threads;
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	if (atomic_load(&no_threads))
+		return EAGAIN;
+	atomic_fetch_add(&threads_started, 1);
+	return __real_pthread_create(t, attr, fn, arg);
+}
 
 static char *read_data(const char *name, size_t *len)
 {
@@ -244,6 +260,182 @@ static void test_malformed(void)
 	/* a bad action is refused before anything else */
 	check_malformed("get Region", "{}", "invalid action");
 	check_malformed("", "{}", "invalid action");
+}
+
+/* ---- a big listing's rows parsed apart: always the same answer ---- */
+
+/* One row with strings that hold what the row finder must step over:
+ * braces, brackets, quotes, backslashes, the list's own key, non-ASCII. */
+static void put_row(FILE *f, size_t i)
+{
+	fprintf(f,
+		"{\"serverImageNo\":\"%zu\",\"serverImageName\":\"a{b}[c]\\\"d\\\\\","
+		"\"serverImageDescription\":\"\\\"serverImageList\\\":[{\\\\\",\"osType\":"
+		"\"UBUNTU\","
+		"\"blockStorageMappingList\":[{\"iops\":100,\"n\":{\"x\":[1,2.5e3,{\"y\":\"}\"},"
+		"null,true]}}],"
+		"\"serverImageDescriptionKo\":\"\xec\x9d\xb4\xeb\xaf\xb8\xec\xa7\x80 \xc3\xbc "
+		"\\u00e9\"}",
+		i);
+}
+
+/* A listing body: before, n rows joined by sep, after (printf formats for
+ * the outer parts). */
+static char *listing(size_t n, const char *head, const char *sep, const char *tail, size_t *len)
+{
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, len);
+
+	fputs(head, f);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			fputs(sep, f);
+		put_row(f, i + 1);
+	}
+	fputs(tail, f);
+	fclose(f);
+	return buf;
+}
+
+/* Decodes body whole and with its rows apart: the same result, whatever it
+ * is. Returns the rows-apart result's code. */
+static int check_same(const char *what, const char *body, size_t len)
+{
+	struct ncp_error whole, apart;
+	json_t *pw = NULL, *pa = NULL;
+	char *copy = malloc(len ? len : 1); /* no NUL after it: ASan sees overreads */
+	int rw, ra;
+
+	memcpy(copy, body, len);
+	rw = ncp_decode_split("getServerImageList", 200, copy, len, SIZE_MAX, &pw, &whole);
+	ra = ncp_decode_split("getServerImageList", 200, copy, len, 0, &pa, &apart);
+	free(copy);
+	CHECK(rw == ra);
+	if (rw == 0 && ra == 0) {
+		CHECK(json_equal(pw, pa));
+	} else if (rw == ra) {
+		CHECK(whole.kind == apart.kind);
+		CHECK_STR(whole.message, apart.message);
+		CHECK_STR(whole.code, apart.code);
+	}
+	if (rw != ra || (rw == 0 && !json_equal(pw, pa)))
+		fprintf(stderr, "  (%s)\n", what);
+	json_decref(pw);
+	json_decref(pa);
+	return ra;
+}
+
+#define HEAD                                                                                       \
+	"{\"getServerImageListResponse\":{\"requestId\":\"r\",\"returnCode\":\"0\",\"totalRows\":" \
+	"200,\"serverImageList\":["
+#define TAIL "]}}"
+
+static void test_split_rows(void)
+{
+	struct {
+		const char *what, *head, *sep, *tail;
+		int ok; /* decodes */
+	} cases[] = {
+		{ "plain", HEAD, ",", TAIL, 1 },
+		{ "pretty, totalRows last",
+		  " \n{ \"getServerImageListResponse\" :\r\n{ \"serverImageList\" :\t[ ", " ,\n ",
+		  "\n] , \"totalRows\" : 200 }\n}\n", 1 },
+		{ "another key's list first",
+		  "{\"x\":{\"serverImageList\":[{}]},\"getServerImageListResponse\":{"
+		  "\"serverImageList\":[",
+		  ",", "],\"totalRows\":200}}", 1 },
+		{ "the list's key escaped",
+		  "{\"getServerImageListResponse\":{\"totalRows\":200,\"server\\u0049mageList\":[",
+		  ",", TAIL, 1 },
+		{ "a list two deep",
+		  "{\"getServerImageListResponse\":{\"totalRows\":200,\"a\":{\"serverImageList\":[",
+		  ",", "]},\"serverImageList\":[]}}", 1 },
+		{ "a number among the rows", HEAD "7,", ",", TAIL, 1 },
+		{ "an error returnCode",
+		  "{\"getServerImageListResponse\":{\"returnCode\":\"1300\",\"returnMessage\":"
+		  "\"no\",\"serverImageList\":[",
+		  ",", TAIL, 0 },
+		{ "the list twice", HEAD, ",", "],\"serverImageList\":[]}}", 0 },
+		{ "a trailing comma", HEAD, ",", ",]}}", 0 },
+		{ "a missing comma", HEAD, " ", TAIL, 0 },
+		{ "two commas", HEAD, ",,", TAIL, 0 },
+		{ "a duplicate key in a row", HEAD "{\"a\":1,\"a\":2},", ",", TAIL, 0 },
+		{ "NUL in a row", HEAD "{\"a\":\"\\u0000\"},", ",", TAIL, 0 },
+		{ "bad UTF-8 in a row", HEAD "{\"a\":\"\xff\"},", ",", TAIL, 0 },
+		{ "a bare word in a row", HEAD "{\"a\":nope},", ",", TAIL, 0 },
+		{ "rows never closed", HEAD, ",", "", 0 },
+		{ "trailing text", HEAD, ",", TAIL " x", 0 },
+		{ "a byte-order mark", "\xef\xbb\xbf" HEAD, ",", TAIL, 0 },
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		size_t len;
+		char *body = listing(200, cases[k].head, cases[k].sep, cases[k].tail, &len);
+
+		if ((check_same(cases[k].what, body, len) == 0) != cases[k].ok)
+			fprintf(stderr, "  (%s: %s)\n", cases[k].what,
+				cases[k].ok ? "refused" : "taken");
+		CHECK((check_same(cases[k].what, body, len) == 0) == cases[k].ok);
+		free(body);
+	}
+	/* a row deeper than the row finder follows (70 > 64), then the rest */
+	{
+		char head[sizeof(HEAD) + 200], *body;
+		size_t len, n = strlen(HEAD);
+
+		memcpy(head, HEAD, n);
+		head[n++] = '{';
+		n += (size_t)sprintf(head + n, "\"a\":");
+		for (int d = 0; d < 70; d++)
+			head[n++] = '[';
+		for (int d = 0; d < 70; d++)
+			head[n++] = ']';
+		memcpy(head + n, "},", 3);
+		body = listing(200, head, ",", TAIL, &len);
+		CHECK(check_same("deep", body, len) == 0);
+		free(body);
+	}
+}
+
+/* Every prefix of a small listing: cut anywhere, still the same answer. */
+static void test_split_truncated(void)
+{
+	size_t len;
+	char *body = listing(3, HEAD, ",", TAIL, &len);
+
+	CHECK(check_same("whole", body, len) == 0);
+	for (size_t cut = 0; cut < len; cut++)
+		CHECK(check_same("cut", body, cut) == -1);
+	free(body);
+}
+
+/* The plain layout takes the two-thread path (one helper thread), others
+ * do not, and with no thread to be had the rows are parsed all the same. */
+static void test_split_threads(void)
+{
+	size_t len;
+	char *body = listing(400, HEAD, ",", TAIL, &len), *odd;
+	struct ncp_error err;
+	json_t *p = NULL;
+	int before = atomic_load(&threads_started);
+
+	CHECK(len >= 64 * 1024);
+	CHECK(ncp_decode("getServerImageList", 200, body, len, &p, &err) == 0);
+	CHECK(atomic_load(&threads_started) == before + 1);
+	CHECK(json_array_size(json_object_get(p, "serverImageList")) == 400);
+	json_decref(p);
+	odd = listing(400, HEAD "7,", ",", TAIL, &len);
+	before = atomic_load(&threads_started);
+	CHECK(ncp_decode("getServerImageList", 200, odd, len, &p, &err) == 0);
+	CHECK(atomic_load(&threads_started) == before);
+	CHECK(json_array_size(json_object_get(p, "serverImageList")) == 401);
+	json_decref(p);
+	free(odd);
+	atomic_store(&no_threads, 1);
+	len = strlen(body);
+	CHECK(check_same("no threads", body, len) == 0);
+	atomic_store(&no_threads, 0);
+	free(body);
 }
 
 static int all_printable(const char *s)
@@ -967,6 +1159,9 @@ int main(void)
 	test_return_codes();
 	test_errors();
 	test_malformed();
+	test_split_rows();
+	test_split_truncated();
+	test_split_threads();
 	test_sanitize();
 	test_errno();
 	test_client_new();
