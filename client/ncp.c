@@ -252,18 +252,19 @@ static int valid_action(const char *action)
 	return 1;
 }
 
-/* ---- a big listing page: its rows parsed on two threads ----
+/* ---- a big listing page: its rows parsed as they are used ----
  *
- * Parsing a 1,000-row page (1.4 MB) in one go is the slowest step of a cold
- * listing, slower than fetching it. So a big body of the plain layout,
- * {"<action>Response": {..., "<key>": [{row}, {row}, ...], ...}}, is cut at
- * its rows' edges: the rows are parsed on two threads, and the rest (the
- * body with an empty array in their place) goes through decode() as any
- * answer does. This only finds where the pieces are; jansson parses each.
- * Any other layout, a row nested deeper than SPLIT_ROW_DEPTH, or a piece
- * jansson refuses leaves the body to one json_loadb, which then gives the
- * answer or the error: the result is the same either way (fuzz_decode
- * checks this). */
+ * Parsing a 1,000-row page (1.4 MB) in one go was the slowest step of a cold
+ * listing, slower than fetching it, and held a page's worth of parsed values
+ * at once. So a big body of the plain layout, {"<action>Response": {...,
+ * "<key>": [{row}, {row}, ...], ...}}, is cut at its rows' edges: the rest
+ * (the body with an empty array in their place) goes through decode() as
+ * any answer does, then the rows are parsed on two threads, each handed to
+ * the caller's sink and freed at once. This only finds where the pieces
+ * are; jansson parses each. Any other layout, a row nested deeper than
+ * SPLIT_ROW_DEPTH, or a piece jansson refuses leaves the body to one
+ * json_loadb, which then gives the answer or the error: the result is the
+ * same either way (fuzz_decode checks this). */
 
 #define SPLIT_ROW_DEPTH 64 /* the whole body allows 2048; a row starts 3 deep */
 
@@ -417,6 +418,8 @@ static int split_find(const char *b, size_t len, const char *outer, const char *
 		case '[':
 			if (depth == 0)
 				return 1;
+			if (depth == 1)
+				in_outer = 0;
 			if (depth == 2 && in_outer && prev == ':' && key_ok) {
 				s->open = i;
 				return split_rows(b, len, i + 1, s);
@@ -436,71 +439,114 @@ static int split_find(const char *b, size_t len, const char *outer, const char *
 	return 1;
 }
 
-struct row_job {
-	const char *body;
-	const struct span *rows;
-	json_t **out;
+/* ---- handing rows to a sink, on two threads ---- */
+
+/* Rows to hand over: get(src, i) gives row i (a new reference), or NULL
+ * when it is refused. */
+struct feed {
+	const struct ncp_row_sink *sink;
+	json_t *(*get)(void *src, size_t i);
+	void *src;
+	size_t n;
+	atomic_int stop; /* FEED_REFUSED or FEED_GAVE_UP: the others stop too */
+};
+enum { FEED_OK, FEED_REFUSED, FEED_GAVE_UP };
+
+struct feed_part {
+	struct feed *f;
 	size_t from, to;
-	int bad;
 };
 
-static void *parse_rows(void *arg)
+static void *feed_part(void *arg)
 {
-	struct row_job *j = arg;
-	json_error_t jerr;
+	struct feed_part *p = arg;
+	struct feed *f = p->f;
 
-	for (size_t i = j->from; i < j->to && !j->bad; i++) {
-		j->out[i] = json_loadb(j->body + j->rows[i].off, j->rows[i].len,
-				       JSON_REJECT_DUPLICATES, &jerr);
-		j->bad = !j->out[i];
+	for (size_t i = p->from; i < p->to && !atomic_load(&f->stop); i++) {
+		json_t *row = f->get(f->src, i);
+
+		if (!row) {
+			atomic_store(&f->stop, FEED_REFUSED);
+			break;
+		}
+		if (f->sink->row(f->sink->arg, i, row) < 0)
+			atomic_store(&f->stop, FEED_GAVE_UP);
+		json_decref(row);
 	}
 	return NULL;
 }
 
-/* The rows as one array, parsed on two threads; NULL if one is refused. */
-static json_t *split_parse(const char *body, const struct split *s)
+/* begin, then every row, half of them on a second thread when there are
+ * enough to be worth one: FEED_OK or why it stopped. */
+static int feed_run(struct feed *f)
 {
-	json_t **out = calloc(s->n ? s->n : 1, sizeof(*out)), *array = NULL;
-	struct row_job a = { body, s->rows, out, 0, s->n / 2, 0 };
-	struct row_job b = { body, s->rows, out, s->n / 2, s->n, 0 };
+	struct feed_part a = { f, 0, f->n / 2 }, b = { f, f->n / 2, f->n };
 	pthread_t helper;
 	int threaded;
 
-	if (!out)
-		return NULL;
-	threaded = s->n >= 64 && pthread_create(&helper, NULL, parse_rows, &b) == 0;
+	atomic_init(&f->stop, FEED_OK);
+	if (f->sink->begin(f->sink->arg, f->n) < 0)
+		return FEED_GAVE_UP;
+	threaded = f->n >= 64 && pthread_create(&helper, NULL, feed_part, &b) == 0;
 	if (!threaded)
-		a.to = s->n;
-	parse_rows(&a);
+		a.to = f->n;
+	feed_part(&a);
 	if (threaded)
 		pthread_join(helper, NULL);
-	if (!a.bad && !b.bad)
-		array = json_array();
-	for (size_t i = 0; i < s->n; i++) {
-		if (array && json_array_append_new(array, out[i]) == 0)
-			continue;
-		json_decref(out[i]);
-		json_decref(array);
-		array = NULL;
-	}
-	free(out);
-	return array;
+	return atomic_load(&f->stop);
 }
 
+static json_t *array_get(void *src, size_t i)
+{
+	return json_incref(json_array_get(src, i));
+}
+
+int ncp_rows_feed(const struct ncp_row_sink *sink, json_t *rows)
+{
+	struct feed f = { sink, array_get, rows, json_array_size(rows), FEED_OK };
+
+	if (!sink || (rows && !json_is_array(rows)))
+		return -1;
+	return feed_run(&f) == FEED_OK ? 0 : -1;
+}
+
+struct spans {
+	const char *body;
+	const struct span *rows;
+};
+
+static json_t *span_get(void *src, size_t i)
+{
+	const struct spans *s = src;
+	json_error_t jerr;
+
+	return json_loadb(s->body + s->rows[i].off, s->rows[i].len, JSON_REJECT_DUPLICATES, &jerr);
+}
+
+/* Where a listing's rows may go: to sink as they are parsed (then delivered
+ * is set, and the payload's list is left empty). */
+struct rows_to {
+	const struct ncp_row_sink *sink;
+	int delivered;
+};
+
 static int decode(const char *action, long status, const char *body, size_t len, size_t split_min,
-		  json_t **payload, struct ncp_error *err, enum shape *shape);
+		  struct rows_to *to, json_t **payload, struct ncp_error *err, enum shape *shape);
 
 /* decode() for a big body of rows: 0 with the payload, or 1 when the body
  * is to be decoded whole. */
 static int decode_split(const char *action, const char *key, const char *body, size_t len,
-			json_t **payload, struct ncp_error *err, enum shape *shape)
+			struct rows_to *to, json_t **payload, struct ncp_error *err,
+			enum shape *shape)
 {
 	char outer[NCP_ACTION_MAX + sizeof("Response")];
 	struct ncp_error rest_err;
 	enum shape rest_shape;
 	struct split s = { 0 };
+	struct spans spans = { body, NULL };
+	struct feed f = { to->sink, span_get, &spans, 0, FEED_OK };
 	char *rest = NULL;
-	json_t *rows = NULL, *list;
+	json_t *list;
 	int rc = 1;
 
 	snprintf(outer, sizeof(outer), "%sResponse", action);
@@ -514,15 +560,16 @@ static int decode_split(const char *action, const char *key, const char *body, s
 	memcpy(rest + s.open + 1, body + s.close, len - s.close);
 	/* Kept apart until the rows are in: a refusal here may be about the
 	 * rows' part as well, and the whole body is then the one to say so. */
-	if (decode(action, 200, rest, s.open + 1 + len - s.close, SIZE_MAX, payload, &rest_err,
-		   &rest_shape) < 0)
+	if (decode(action, 200, rest, s.open + 1 + len - s.close, SIZE_MAX, NULL, payload,
+		   &rest_err, &rest_shape) < 0)
 		goto out;
 	list = json_object_get(*payload, key);
-	if (json_is_array(list) && json_array_size(list) == 0)
-		rows = split_parse(body, &s);
-	if (rows && json_object_set_new(*payload, key, rows) == 0) {
+	spans.rows = s.rows;
+	f.n = s.n;
+	if (json_is_array(list) && json_array_size(list) == 0 && feed_run(&f) == FEED_OK) {
 		*err = rest_err;
 		*shape = rest_shape;
+		to->delivered = 1;
 		rc = 0;
 	} else {
 		json_decref(*payload);
@@ -537,7 +584,7 @@ out:
 /* Decodes an answer; a body of split_min bytes or more may have its rows
  * parsed apart (see decode_split). */
 static int decode(const char *action, long status, const char *body, size_t len, size_t split_min,
-		  json_t **payload, struct ncp_error *err, enum shape *shape)
+		  struct rows_to *to, json_t **payload, struct ncp_error *err, enum shape *shape)
 {
 	char key[NCP_ACTION_MAX + sizeof("Response")];
 	json_error_t jerr;
@@ -551,9 +598,9 @@ static int decode(const char *action, long status, const char *body, size_t len,
 		err_set(err, NCP_ERR_IO, "invalid action");
 		goto out;
 	}
-	if (status == 200 && body && len >= split_min &&
+	if (to && status == 200 && body && len >= split_min &&
 	    strcmp(action, "getServerImageList") == 0 &&
-	    decode_split(action, "serverImageList", body, len, payload, err, shape) == 0)
+	    decode_split(action, "serverImageList", body, len, to, payload, err, shape) == 0)
 		return 0;
 	root = json_loadb(body ? body : "", body ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
 	if (status != 200) {
@@ -596,17 +643,36 @@ int ncp_decode(const char *action, long http_status, const char *body, size_t le
 
 	if (!payload || !err)
 		return -1;
-	return decode(action, http_status, body, len, NCP_SPLIT_MIN, payload, err, &shape);
+	return decode(action, http_status, body, len, NCP_SPLIT_MIN, NULL, payload, err, &shape);
 }
 
 int ncp_decode_split(const char *action, long http_status, const char *body, size_t len,
-		     size_t split_min, json_t **payload, struct ncp_error *err)
+		     size_t split_min, const struct ncp_row_sink *sink, json_t **payload,
+		     struct ncp_error *err)
 {
+	struct rows_to to = { sink, 0 };
 	enum shape shape;
+	json_t *list, *none;
+	int rc;
 
 	if (!payload || !err)
 		return -1;
-	return decode(action, http_status, body, len, split_min, payload, err, &shape);
+	rc = decode(action, http_status, body, len, split_min, sink ? &to : NULL, payload, err,
+		    &shape);
+	if (rc < 0 || !sink || to.delivered)
+		return rc;
+	/* parsed whole: the rows go to the sink all the same */
+	list = json_object_get(*payload, "serverImageList");
+	if (!json_is_array(list))
+		return 0;
+	if (ncp_rows_feed(sink, list) < 0 || !(none = json_array()) ||
+	    json_object_set_new(*payload, "serverImageList", none) < 0) {
+		json_decref(*payload);
+		*payload = NULL;
+		err_set(err, NCP_ERR_IO, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 int ncp_error_errno(const struct ncp_error *err)
@@ -1349,7 +1415,8 @@ static void slot_give(struct ncp_client *c, unsigned cut, enum outcome how, long
 }
 
 static int call(struct ncp_client *c, const char *action, const struct ncp_param *params,
-		size_t nparams, json_t **payload, struct ncp_error *err, enum shape *shape)
+		size_t nparams, struct rows_to *to, json_t **payload, struct ncp_error *err,
+		enum shape *shape)
 {
 	struct body b = { 0 };
 	char *uri = NULL, *url = NULL;
@@ -1385,7 +1452,7 @@ static int call(struct ncp_client *c, const char *action, const struct ncp_param
 		if (err->kind == NCP_ERR_CANCELLED)
 			break;
 		if (how == ANSWERED) {
-			rc = decode(action, status, b.data, b.len, NCP_SPLIT_MIN, payload, err,
+			rc = decode(action, status, b.data, b.len, NCP_SPLIT_MIN, to, payload, err,
 				    shape);
 			if (rc == 0)
 				break;
@@ -1415,7 +1482,7 @@ int ncp_call(struct ncp_client *c, const char *action, const struct ncp_param *p
 
 	if (!payload || !err)
 		return -1;
-	return call(c, action, params, nparams, payload, err, &shape);
+	return call(c, action, params, nparams, NULL, payload, err, &shape);
 }
 
 int ncp_region_list(struct ncp_client *c, json_t **regions, struct ncp_error *err)
@@ -1468,18 +1535,19 @@ static int parse_total(json_t *v, long *out)
 	return 0;
 }
 
-int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, long page_size,
-			json_t **rows, long *total_rows, struct ncp_error *err)
+/* One page: its rows into *rows, or to the sink in to (then *rows is an
+ * empty array when to->delivered is set). */
+static int list_page(struct ncp_client *c, const char *region, long page_no, long page_size,
+		     struct rows_to *to, json_t **rows, long *total_rows, struct ncp_error *err)
 {
 	struct ncp_param params[3];
 	char no[24], size[24];
 	json_t *payload = NULL, *list;
 	size_t n = 0;
 	long total = 0;
+	enum shape shape;
 	int rc = -1;
 
-	if (!rows || !total_rows || !err)
-		return -1;
 	*rows = NULL;
 	*total_rows = 0;
 	snprintf(no, sizeof(no), "%ld", page_no);
@@ -1488,7 +1556,7 @@ int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, 
 		params[n++] = (struct ncp_param){ "regionCode", region };
 	params[n++] = (struct ncp_param){ "pageNo", no };
 	params[n++] = (struct ncp_param){ "pageSize", size };
-	if (ncp_call(c, "getServerImageList", params, n, &payload, err) < 0)
+	if (call(c, "getServerImageList", params, n, to, &payload, err, &shape) < 0)
 		goto out;
 	if (parse_total(json_object_get(payload, "totalRows"), &total) < 0) {
 		err_set(err, NCP_ERR_IO, "unexpected response shape: bad totalRows");
@@ -1515,6 +1583,32 @@ out:
 	return rc;
 }
 
+int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, long page_size,
+			json_t **rows, long *total_rows, struct ncp_error *err)
+{
+	if (!rows || !total_rows || !err)
+		return -1;
+	return list_page(c, region, page_no, page_size, NULL, rows, total_rows, err);
+}
+
+int ncp_image_list_rows(struct ncp_client *c, const char *region, long page_no, long page_size,
+			const struct ncp_row_sink *sink, long *total_rows, struct ncp_error *err)
+{
+	struct rows_to to = { sink, 0 };
+	json_t *rows;
+	int rc;
+
+	if (!sink || !total_rows || !err)
+		return -1;
+	rc = list_page(c, region, page_no, page_size, &to, &rows, total_rows, err);
+	if (rc == 0 && !to.delivered && ncp_rows_feed(sink, rows) < 0) {
+		err_set(err, NCP_ERR_IO, "out of memory");
+		rc = -1;
+	}
+	json_decref(rows);
+	return rc;
+}
+
 int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no, json_t **image,
 		     struct ncp_error *err)
 {
@@ -1531,7 +1625,7 @@ int ncp_image_detail(struct ncp_client *c, const char *region, const char *image
 	if (region)
 		params[n++] = (struct ncp_param){ "regionCode", region };
 	params[n++] = (struct ncp_param){ "serverImageNo", image_no };
-	if (call(c, "getServerImageDetail", params, n, &payload, err, &shape) < 0) {
+	if (call(c, "getServerImageDetail", params, n, NULL, &payload, err, &shape) < 0) {
 		/* The service's own 400 is how NCP says "no such image"; a
 		 * gateway 400 (malformed request) is not. */
 		if (shape == SHAPE_SERVICE && err->http_status == 400)

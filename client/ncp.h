@@ -73,6 +73,23 @@ int ncp_region_list(struct ncp_client *c, json_t **regions, struct ncp_error *er
  * *total_rows from totalRows (number or numeric string). */
 int ncp_image_list_page(struct ncp_client *c, const char *region, long page_no, long page_size,
 			json_t **rows, long *total_rows, struct ncp_error *err);
+
+/* Takes a listing page's rows one by one as they are parsed: begin(arg, n)
+ * first, then row(arg, i, row) once for each i < n, on up to two threads at
+ * once. begin may come again: the rows before it are void. A row is lent
+ * for the call. Each returns 0, or -1 to give up (out of memory). */
+struct ncp_row_sink {
+	int (*begin)(void *arg, size_t n);
+	int (*row)(void *arg, size_t i, json_t *row);
+	void *arg;
+};
+/* As ncp_image_list_page, the rows going to sink: a big page's rows are
+ * parsed on two threads, each handed over and freed at once, so that the
+ * page is never held parsed whole. A failed call may have fed some. */
+int ncp_image_list_rows(struct ncp_client *c, const char *region, long page_no, long page_size,
+			const struct ncp_row_sink *sink, long *total_rows, struct ncp_error *err);
+/* Hands the rows of a JSON array to sink as above: 0, or -1 when it gave up. */
+int ncp_rows_feed(const struct ncp_row_sink *sink, json_t *rows);
 /* getServerImageDetail: *image a new reference to the image object. Both
  * shapes of "no such image" give -1 with err->kind NCP_ERR_NOTFOUND. */
 int ncp_image_detail(struct ncp_client *c, const char *region, const char *image_no, json_t **image,
@@ -120,14 +137,19 @@ void ncp_client_stats(struct ncp_client *c, struct ncp_stats *out);
 const char *ncp_action_name(enum ncp_action a);
 const char *ncp_outcome_name(enum ncp_outcome o);
 
+struct ncp_row_sink;
+
 /* Decodes one HTTP answer to an action (pure: no I/O, for tests and the
  * fuzzer). Same contract as ncp_call. body need not be NUL-terminated. */
 int ncp_decode(const char *action, long http_status, const char *body, size_t len, json_t **payload,
 	       struct ncp_error *err);
-/* The same, with the size from which a listing's rows are parsed apart, on
- * two threads (ncp_decode: 64 KiB); the answer is the same whatever it is. */
+/* The same, with a sink (see below) that takes the rows of serverImageList,
+ * leaving it empty; a body of split_min bytes or more (64 KiB for calls)
+ * has them parsed apart, on two threads. The answer is the same whatever
+ * split_min is. */
 int ncp_decode_split(const char *action, long http_status, const char *body, size_t len,
-		     size_t split_min, json_t **payload, struct ncp_error *err);
+		     size_t split_min, const struct ncp_row_sink *sink, json_t **payload,
+		     struct ncp_error *err);
 
 /* The one place an ncp error becomes an errno: AUTH->EACCES,
  * NOTFOUND->ENOENT, else EIO. Returns a positive errno (0 for NCP_OK). */

@@ -220,6 +220,12 @@ static int ncp_page(void *arg, const char *region, long page_no, long page_size,
 	return ncp_image_list_page(arg, region, page_no, page_size, rows, total_rows, err);
 }
 
+static int ncp_rows(void *arg, const char *region, long page_no, long page_size,
+		    const struct ncp_row_sink *sink, long *total_rows, struct ncp_error *err)
+{
+	return ncp_image_list_rows(arg, region, page_no, page_size, sink, total_rows, err);
+}
+
 static int ncp_detail(void *arg, const char *region, const char *no, json_t **image,
 		      struct ncp_error *err)
 {
@@ -233,7 +239,8 @@ static const char *ncp_host(void *arg)
 
 struct cache_source cache_source_ncp(struct ncp_client *client)
 {
-	struct cache_source s = { client, ncp_regions, ncp_page, ncp_detail, ncp_host, NULL };
+	struct cache_source s = { client,   ncp_regions, ncp_page, ncp_detail,
+				  ncp_host, NULL,	 ncp_rows };
 
 	return s;
 }
@@ -841,101 +848,87 @@ static int rows_push(struct rows *r, struct tree *t, uint64_t no)
 	return 0;
 }
 
-/* A share of one page's rows to turn into trees. */
-struct page_part {
+/* One page's rows as trees, at their places in the page: the sink the
+ * source hands rows to as they are parsed (on up to two threads at once,
+ * each place written by one), so that a page is never held parsed whole. */
+struct page_rows {
 	const char *region;
-	json_t *page;
-	size_t from, to;
-	struct rows rows;
-	int err;
+	struct rows at; /* trees[i] is NULL where row i was unusable */
 };
 
-static void *map_part(void *arg)
+static int page_rows_begin(void *arg, size_t n)
 {
-	struct page_part *p = arg;
+	struct page_rows *p = arg;
+
+	rows_release(&p->at);
+	p->at.trees = calloc(n ? n : 1, sizeof(*p->at.trees));
+	p->at.nos = calloc(n ? n : 1, sizeof(*p->at.nos));
+	if (!p->at.trees || !p->at.nos) {
+		rows_release(&p->at);
+		return -1;
+	}
+	p->at.n = p->at.cap = n;
+	return 0;
+}
+
+static int page_rows_row(void *arg, size_t i, json_t *row)
+{
+	struct page_rows *p = arg;
 	char what[96], no[24];
 
-	for (size_t i = p->from; i < p->to && !p->err; i++) {
-		json_t *row = json_array_get(p->page, i);
-		struct tree *t;
-
-		if (!row_no(row, no, sizeof(no))) {
-			log_msg(LOG_LVL_WARNING,
-				"getServerImageList %s: skipping a row without a "
-				"usable serverImageNo",
-				p->region);
-			continue;
-		}
-		snprintf(what, sizeof(what), "getServerImageList %s/%s", p->region, no);
-		t = build(what, "", row);
-		if (t && rows_push(&p->rows, t, parse_no(no)) < 0) {
-			tree_unref(t);
-			p->err = -ENOMEM;
-		}
+	if (!row_no(row, no, sizeof(no))) {
+		log_msg(LOG_LVL_WARNING,
+			"getServerImageList %s: skipping a row without a usable serverImageNo",
+			p->region);
+		return 0;
 	}
-	return NULL;
+	snprintf(what, sizeof(what), "getServerImageList %s/%s", p->region, no);
+	p->at.trees[i] = build(what, "", row);
+	p->at.nos[i] = parse_no(no);
+	return 0;
 }
 
-static void *free_json(void *arg)
+/* Moves the usable rows, in page order, into r: 0 or -ENOMEM. */
+static int page_rows_take(struct page_rows *p, struct rows *r)
 {
-	json_decref(arg);
-#ifdef __GLIBC__
-	malloc_trim(0); /* give the page's memory back: only the trees stay */
-#endif
-	return NULL;
-}
-
-/* Drops a page's JSON off the request's path: freeing ~10^5 values takes
- * milliseconds that the waiting reader need not spend. */
-static void drop_page(json_t *page)
-{
-	pthread_attr_t attr;
-	pthread_t t;
-	int ok;
-
-	if (pthread_attr_init(&attr) != 0) {
-		json_decref(page);
-		return;
-	}
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	ok = pthread_create(&t, &attr, free_json, page) == 0;
-	pthread_attr_destroy(&attr);
-	if (!ok)
-		json_decref(page);
-}
-
-/* Turns one page's rows into trees (half of them on a second thread: the
- * mapping is on the path of the first `ls` of a region), so that only one
- * page of JSON is ever held at once. Consumes page. */
-static int rows_add_page(struct rows *r, const char *region, json_t *page)
-{
-	size_t n = json_array_size(page);
-	struct page_part a = { region, page, 0, n / 2, { 0 }, 0 };
-	struct page_part b = { region, page, n / 2, n, { 0 }, 0 };
-	pthread_t helper;
-	int threaded = n >= 64 && pthread_create(&helper, NULL, map_part, &b) == 0;
 	int err = 0;
 
-	if (!threaded)
-		a.to = n;
-	map_part(&a);
-	if (threaded)
-		pthread_join(helper, NULL);
-	drop_page(page);
-	err = a.err ? a.err : b.err;
-	for (int k = 0; k < 2; k++) {
-		struct rows *part = k ? &b.rows : &a.rows;
-
-		for (size_t i = 0; i < part->n; i++) {
-			if (!err && rows_push(r, part->trees[i], part->nos[i]) < 0)
-				err = -ENOMEM;
-			if (err)
-				tree_unref(part->trees[i]);
-		}
-		free(part->trees);
-		free(part->nos);
+	for (size_t i = 0; i < p->at.n && !err; i++) {
+		if (!p->at.trees[i])
+			continue;
+		if (rows_push(r, p->at.trees[i], p->at.nos[i]) < 0)
+			err = -ENOMEM;
+		else
+			p->at.trees[i] = NULL;
 	}
+	rows_release(&p->at);
 	return err;
+}
+
+#ifdef __GLIBC__
+static void *trim(void *arg)
+{
+	(void)arg;
+	malloc_trim(0);
+	return NULL;
+}
+#endif
+
+/* Gives the memory a listing's parsing used back to the system, off the
+ * request's path (a walk of every heap); only the trees stay. */
+static void trim_later(void)
+{
+#ifdef __GLIBC__
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (pthread_attr_init(&attr) != 0)
+		return;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, trim, NULL) != 0)
+		malloc_trim(0);
+	pthread_attr_destroy(&attr);
+#endif
 }
 
 /* The image numbers a listing has brought so far, to count distinct rows. */
@@ -998,18 +991,36 @@ struct batch {
 /* Fetches page p and maps its rows; reports a failure. */
 static void page_fetch(struct cache *c, const char *region, struct page *p)
 {
+	struct page_rows got = { region, { NULL, NULL, 0, 0 } };
+	struct ncp_row_sink sink = { page_rows_begin, page_rows_row, &got };
 	struct ncp_error e;
 	json_t *part = NULL;
 	char what[64];
+	int rc;
 
-	if (c->src.list_page(c->src.arg, region, p->no, LIST_PAGE_SIZE, &part, &p->total, &e) < 0) {
+	if (c->src.list_rows) {
+		rc = c->src.list_rows(c->src.arg, region, p->no, LIST_PAGE_SIZE, &sink, &p->total,
+				      &e);
+	} else {
+		rc = c->src.list_page(c->src.arg, region, p->no, LIST_PAGE_SIZE, &part, &p->total,
+				      &e);
+		if (rc == 0 && ncp_rows_feed(&sink, part) < 0) {
+			rows_release(&got.at);
+			json_decref(part);
+			p->err = -ENOMEM;
+			return;
+		}
+		json_decref(part);
+	}
+	if (rc < 0) {
+		rows_release(&got.at);
 		snprintf(what, sizeof(what), "getServerImageList %s page %ld", region, p->no);
 		report(c, what, &e);
 		p->err = -ncp_error_errno(&e);
 		return;
 	}
-	p->got = json_array_size(part);
-	p->err = rows_add_page(&p->rows, region, part);
+	p->got = got.at.n;
+	p->err = page_rows_take(&got, &p->rows);
 }
 
 static void *batch_run(void *arg)
@@ -1154,6 +1165,7 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 			n = MAX_LIST_PAGES - next + 1;
 	}
 	free(seen.no);
+	trim_later();
 	return done < 0 ? done : 0;
 }
 

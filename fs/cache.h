@@ -26,6 +26,10 @@ struct cache_source {
 		      struct ncp_error *err);
 	const char *(*host)(void *arg); /* for messages */
 	double (*now)(void *arg);	/* monotonic seconds; NULL: CLOCK_MONOTONIC */
+	/* list_page with the rows handed to a sink as they are parsed; NULL:
+	 * list_page's rows are fed to it */
+	int (*list_rows)(void *arg, const char *region, long page_no, long page_size,
+			 const struct ncp_row_sink *sink, long *total_rows, struct ncp_error *err);
 };
 /* The source that calls NCP through client (borrowed). */
 struct cache_source cache_source_ncp(struct ncp_client *client);

@@ -3,8 +3,9 @@
  * answer. The first byte picks the HTTP status, the rest is the body, decoded
  * as each of the three actions. Checks the contract: 0 gives an object, -1 an
  * error kind and a message safe to log (clean, NUL-terminated UTF-8). A
- * listing is also decoded with its rows parsed apart (ncp_decode_split): the
- * result must be the same as when it is parsed whole. */
+ * listing is also decoded with its rows parsed apart (ncp_decode_split), and
+ * with them handed to a sink: the result must be the same as when it is
+ * parsed whole. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -104,21 +105,68 @@ static void check_result(int rc, json_t *payload, const struct ncp_error *err, l
 		abort();
 }
 
-/* Rows parsed apart or whole: the same answer, or the same error. */
+/* The rows handed to a sink, kept in place; a row given twice aborts. */
+struct kept {
+	json_t *rows; /* n nulls at begin, then the rows */
+	size_t given;
+};
+
+static int kept_begin(void *arg, size_t n)
+{
+	struct kept *k = arg;
+
+	json_decref(k->rows);
+	k->rows = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(k->rows, json_null());
+	k->given = 0;
+	return 0;
+}
+
+/* Rows come from two threads, each place from one. */
+static int kept_row(void *arg, size_t i, json_t *row)
+{
+	struct kept *k = arg;
+
+	if (i >= json_array_size(k->rows) || !json_is_null(json_array_get(k->rows, i)))
+		abort(); /* out of range, or given twice */
+	json_array_set(k->rows, i, row);
+	__atomic_fetch_add(&k->given, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* Rows parsed whole, apart, or apart and handed to a sink: the same answer,
+ * or the same error. */
 static void check_split(const char *body, size_t len, long status)
 {
-	struct ncp_error whole, apart;
-	json_t *pw = NULL, *pa = NULL;
-	int rw = ncp_decode_split("getServerImageList", status, body, len, SIZE_MAX, &pw, &whole);
-	int ra = ncp_decode_split("getServerImageList", status, body, len, 0, &pa, &apart);
+	struct ncp_error whole, apart, fed;
+	struct kept k = { NULL, 0 };
+	struct ncp_row_sink sink = { kept_begin, kept_row, &k };
+	json_t *pw = NULL, *pa = NULL, *pf = NULL, *list;
+	int rw = ncp_decode_split("getServerImageList", status, body, len, SIZE_MAX, NULL, &pw,
+				  &whole);
+	int ra = ncp_decode_split("getServerImageList", status, body, len, 0, NULL, &pa, &apart);
+	int rf = ncp_decode_split("getServerImageList", status, body, len, 0, &sink, &pf, &fed);
 
-	if (rw != ra || (rw == 0 && !json_equal(pw, pa)))
+	if (rw != ra || rw != rf || (rw == 0 && !json_equal(pw, pa)))
 		abort();
 	if (rw != 0 && (whole.kind != apart.kind || strcmp(whole.message, apart.message) != 0 ||
-			strcmp(whole.code, apart.code) != 0))
+			strcmp(whole.code, apart.code) != 0 || whole.kind != fed.kind ||
+			strcmp(whole.message, fed.message) != 0))
 		abort();
+	list = rw == 0 ? json_object_get(pw, "serverImageList") : NULL;
+	if (json_is_array(list)) {
+		if (k.given != json_array_size(list) || !json_equal(list, k.rows) ||
+		    json_array_size(json_object_get(pf, "serverImageList")) != 0)
+			abort();
+		json_object_set_new(pw, "serverImageList", json_array());
+	}
+	if (rw == 0 && !json_equal(pw, pf))
+		abort();
+	json_decref(k.rows);
 	json_decref(pw);
 	json_decref(pa);
+	json_decref(pf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

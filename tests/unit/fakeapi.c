@@ -414,7 +414,8 @@ static double fake_clock(void *arg)
 
 struct cache_source fake_source(struct fake_api *f)
 {
-	struct cache_source s = { f, fake_regions, fake_page, fake_detail, fake_host, fake_clock };
+	struct cache_source s = { f,	     fake_regions, fake_page, fake_detail,
+				  fake_host, fake_clock,   NULL };
 
 	return s;
 }

@@ -297,32 +297,102 @@ static char *listing(size_t n, const char *head, const char *sep, const char *ta
 	return buf;
 }
 
-/* Decodes body whole and with its rows apart: the same result, whatever it
- * is. Returns the rows-apart result's code. */
+/* A sink that keeps what it is given, from two threads at once, and checks
+ * the contract: begin before rows, each row once, inside n. */
+struct collect {
+	json_t **rows;
+	size_t n;
+	atomic_int begins, rows_given, misuse;
+};
+
+static int collect_begin(void *arg, size_t n)
+{
+	struct collect *k = arg;
+
+	for (size_t i = 0; i < k->n; i++)
+		json_decref(k->rows[i]);
+	free(k->rows);
+	k->rows = calloc(n ? n : 1, sizeof(*k->rows));
+	k->n = n;
+	atomic_fetch_add(&k->begins, 1);
+	atomic_store(&k->rows_given, 0);
+	return k->rows ? 0 : -1;
+}
+
+static int collect_row(void *arg, size_t i, json_t *row)
+{
+	struct collect *k = arg;
+
+	if (i >= k->n || k->rows[i]) {
+		atomic_store(&k->misuse, 1);
+		return -1;
+	}
+	k->rows[i] = json_incref(row);
+	atomic_fetch_add(&k->rows_given, 1);
+	return 0;
+}
+
+/* The rows collected, as an array (k emptied). */
+static json_t *collected(struct collect *k)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < k->n; i++)
+		json_array_append_new(a, k->rows[i] ? k->rows[i] : json_string("(missing)"));
+	free(k->rows);
+	k->rows = NULL;
+	k->n = 0;
+	return a;
+}
+
+/* Decodes body whole, into a sink whole, and into a sink with its rows
+ * parsed apart: the same result, whatever it is. Returns the last's code. */
 static int check_same(const char *what, const char *body, size_t len)
 {
-	struct ncp_error whole, apart;
-	json_t *pw = NULL, *pa = NULL;
+	struct ncp_error whole, fed[2];
+	json_t *pw = NULL, *pf[2] = { NULL, NULL }, *list, *rows[2];
 	char *copy = malloc(len ? len : 1); /* no NUL after it: ASan sees overreads */
-	int rw, ra;
+	int rw, rf[2], same = 1;
 
 	memcpy(copy, body, len);
-	rw = ncp_decode_split("getServerImageList", 200, copy, len, SIZE_MAX, &pw, &whole);
-	ra = ncp_decode_split("getServerImageList", 200, copy, len, 0, &pa, &apart);
-	free(copy);
-	CHECK(rw == ra);
-	if (rw == 0 && ra == 0) {
-		CHECK(json_equal(pw, pa));
-	} else if (rw == ra) {
-		CHECK(whole.kind == apart.kind);
-		CHECK_STR(whole.message, apart.message);
-		CHECK_STR(whole.code, apart.code);
+	rw = ncp_decode_split("getServerImageList", 200, copy, len, SIZE_MAX, NULL, &pw, &whole);
+	list = rw == 0 ? json_object_get(pw, "serverImageList") : NULL;
+	for (int k = 0; k < 2; k++) {
+		struct collect c = { NULL, 0, 0, 0, 0 };
+		struct ncp_row_sink sink = { collect_begin, collect_row, &c };
+
+		rf[k] = ncp_decode_split("getServerImageList", 200, copy, len, k ? 0 : SIZE_MAX,
+					 &sink, &pf[k], &fed[k]);
+		CHECK(!atomic_load(&c.misuse));
+		same = same && rf[k] == rw;
+		if (same && rw == 0 && json_is_array(list)) {
+			/* the sink had every row, once, and the payload none */
+			same = atomic_load(&c.rows_given) == (int)json_array_size(list) &&
+			       json_array_size(json_object_get(pf[k], "serverImageList")) == 0;
+		}
+		rows[k] = collected(&c);
+		if (same && rw == 0 && json_is_array(list))
+			same = json_equal(list, rows[k]);
+		else if (same && rw != 0)
+			same = whole.kind == fed[k].kind &&
+			       !strcmp(whole.message, fed[k].message) &&
+			       !strcmp(whole.code, fed[k].code);
 	}
-	if (rw != ra || (rw == 0 && !json_equal(pw, pa)))
+	free(copy);
+	if (same && rw == 0) {
+		if (json_is_array(list))
+			json_object_set_new(pw, "serverImageList", json_array());
+		same = json_equal(pw, pf[0]) && json_equal(pw, pf[1]);
+	}
+	CHECK(same);
+	if (!same)
 		fprintf(stderr, "  (%s)\n", what);
+	for (int k = 0; k < 2; k++) {
+		json_decref(rows[k]);
+		json_decref(pf[k]);
+	}
 	json_decref(pw);
-	json_decref(pa);
-	return ra;
+	return rf[1];
 }
 
 #define HEAD                                                                                       \
@@ -409,32 +479,74 @@ static void test_split_truncated(void)
 	free(body);
 }
 
-/* The plain layout takes the two-thread path (one helper thread), others
- * do not, and with no thread to be had the rows are parsed all the same. */
-static void test_split_threads(void)
+/* Decodes body into a sink as the daemon does: the rows it got, and the
+ * helper threads it took. */
+static size_t rows_fed(const char *body, size_t len, int *threads)
 {
-	size_t len;
-	char *body = listing(400, HEAD, ",", TAIL, &len), *odd;
+	struct collect c = { NULL, 0, 0, 0, 0 };
+	struct ncp_row_sink sink = { collect_begin, collect_row, &c };
 	struct ncp_error err;
 	json_t *p = NULL;
 	int before = atomic_load(&threads_started);
+	size_t n;
+
+	CHECK(ncp_decode_split("getServerImageList", 200, body, len, 64 * 1024, &sink, &p, &err) ==
+	      0);
+	*threads = atomic_load(&threads_started) - before;
+	n = (size_t)atomic_load(&c.rows_given);
+	json_decref(collected(&c));
+	json_decref(p);
+	return n;
+}
+
+/* The plain layout takes the path apart (one helper thread), others are
+ * parsed whole (and fed on one helper thread), and with no thread to be
+ * had the rows are parsed all the same. */
+static void test_split_threads(void)
+{
+	size_t len;
+	char *body = listing(400, HEAD, ",", TAIL, &len), *odd, *small;
+	int threads;
 
 	CHECK(len >= 64 * 1024);
-	CHECK(ncp_decode("getServerImageList", 200, body, len, &p, &err) == 0);
-	CHECK(atomic_load(&threads_started) == before + 1);
-	CHECK(json_array_size(json_object_get(p, "serverImageList")) == 400);
-	json_decref(p);
+	CHECK(rows_fed(body, len, &threads) == 400 && threads == 1);
 	odd = listing(400, HEAD "7,", ",", TAIL, &len);
-	before = atomic_load(&threads_started);
-	CHECK(ncp_decode("getServerImageList", 200, odd, len, &p, &err) == 0);
-	CHECK(atomic_load(&threads_started) == before);
-	CHECK(json_array_size(json_object_get(p, "serverImageList")) == 401);
-	json_decref(p);
+	CHECK(rows_fed(odd, len, &threads) == 401 && threads == 1);
 	free(odd);
+	small = listing(20, HEAD, ",", TAIL, &len);
+	CHECK(rows_fed(small, len, &threads) == 20 && threads == 0);
+	free(small);
 	atomic_store(&no_threads, 1);
 	len = strlen(body);
+	CHECK(rows_fed(body, len, &threads) == 400 && threads == 0);
 	CHECK(check_same("no threads", body, len) == 0);
 	atomic_store(&no_threads, 0);
+	free(body);
+}
+
+/* A sink that gives up: the decode fails, saying so, and nothing leaks. */
+static int refuse_row(void *arg, size_t i, json_t *row)
+{
+	(void)arg;
+	(void)row;
+	return i == 123 ? -1 : 0;
+}
+
+static void test_sink_gives_up(void)
+{
+	size_t len;
+	char *body = listing(400, HEAD, ",", TAIL, &len);
+	struct collect k = { NULL, 0, 0, 0, 0 };
+	struct ncp_row_sink sink = { collect_begin, refuse_row, &k };
+	struct ncp_error err;
+	json_t *p = NULL, *rows;
+
+	CHECK(ncp_decode_split("getServerImageList", 200, body, len, 0, &sink, &p, &err) == -1);
+	CHECK(p == NULL && err.kind == NCP_ERR_IO);
+	CHECK_STR(err.message, "out of memory");
+	CHECK(atomic_load(&k.begins) == 2); /* parsed apart, then whole */
+	rows = collected(&k);
+	json_decref(rows);
 	free(body);
 }
 
@@ -720,6 +832,14 @@ static int serve(int fd, char *req)
 			return respond(fd, 200,
 				       "{\"getServerImageListResponse\":{\"totalRows\":0,"
 				       "\"returnCode\":\"0\"}}");
+		if (strstr(target, "regionCode=BIG&")) {
+			size_t len;
+			char *big = listing(400, HEAD, ",", TAIL, &len);
+			int r = respond(fd, 200, big);
+
+			free(big);
+			return r;
+		}
 		if (strstr(target, "regionCode=BAD&"))
 			return respond(fd, 200,
 				       "{\"getServerImageListResponse\":{\"totalRows\":\"2x\","
@@ -918,6 +1038,35 @@ static void test_loopback_calls(void)
 	json_decref(j);
 	CHECK(ncp_image_list_page(c, "BAD", 1, 100, &j, &total, &err) == -1);
 	CHECK(j == NULL && err.kind == NCP_ERR_IO);
+
+	/* the same pages with the rows handed to a sink: a big page's parsed
+	 * apart, a small one's fed from the array; the same rows either way */
+	{
+		const char *regions[] = { "BIG", "KR", "EMPTY" };
+		struct collect k = { NULL, 0, 0, 0, 0 };
+		struct ncp_row_sink sink = { collect_begin, collect_row, &k };
+
+		for (size_t r = 0; r < 3; r++) {
+			json_t *fed;
+			long total2 = -1;
+
+			CHECK(ncp_image_list_page(c, regions[r], 1, 100, &j, &total, &err) == 0);
+			atomic_store(&k.begins, 0);
+			CHECK(ncp_image_list_rows(c, regions[r], 1, 100, &sink, &total2, &err) ==
+			      0);
+			CHECK(atomic_load(&k.begins) == 1 && !atomic_load(&k.misuse));
+			CHECK(atomic_load(&k.rows_given) == (int)json_array_size(j));
+			CHECK(total2 == total);
+			fed = collected(&k);
+			CHECK(json_equal(fed, j));
+			json_decref(fed);
+			json_decref(j);
+		}
+		CHECK(total == 0);
+		CHECK(ncp_image_list_rows(c, "BAD", 1, 100, &sink, &total, &err) == -1);
+		CHECK(err.kind == NCP_ERR_IO);
+		json_decref(collected(&k));
+	}
 
 	CHECK(ncp_image_detail(c, "KR", "1", &j, &err) == 0);
 	CHECK_STR(json_string_value(json_object_get(j, "serverImageName")), "one");
@@ -1162,6 +1311,7 @@ int main(void)
 	test_split_rows();
 	test_split_truncated();
 	test_split_threads();
+	test_sink_gives_up();
 	test_sanitize();
 	test_errno();
 	test_client_new();
