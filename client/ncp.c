@@ -532,9 +532,10 @@ struct rows_to {
 
 static int decode(const char *action, long status, const char *body, size_t len, size_t split_min,
 		  struct rows_to *to, json_t **payload, struct ncp_error *err, enum shape *shape);
+static int parse_total(json_t *v, long *out);
 
-/* decode() for a big body of rows: 0 with the payload, or 1 when the body
- * is to be decoded whole. */
+/* decode() for a big body of rows: 0 with the payload, -1 when the sink
+ * gave up, or 1 when the body is to be decoded whole. */
 static int decode_split(const char *action, const char *key, const char *body, size_t len,
 			struct rows_to *to, json_t **payload, struct ncp_error *err,
 			enum shape *shape)
@@ -547,7 +548,8 @@ static int decode_split(const char *action, const char *key, const char *body, s
 	struct feed f = { to->sink, span_get, &spans, 0, FEED_OK };
 	char *rest = NULL;
 	json_t *list;
-	int rc = 1;
+	long total;
+	int rc = 1, fed = FEED_REFUSED;
 
 	snprintf(outer, sizeof(outer), "%sResponse", action);
 	if (split_find(body, len, outer, key, &s) != 0)
@@ -566,7 +568,11 @@ static int decode_split(const char *action, const char *key, const char *body, s
 	list = json_object_get(*payload, key);
 	spans.rows = s.rows;
 	f.n = s.n;
-	if (json_is_array(list) && json_array_size(list) == 0 && feed_run(&f) == FEED_OK) {
+	/* no row is handed over for an answer that will be refused anyway */
+	if (json_is_array(list) && json_array_size(list) == 0 &&
+	    parse_total(json_object_get(*payload, "totalRows"), &total) == 0)
+		fed = feed_run(&f);
+	if (fed == FEED_OK) {
 		*err = rest_err;
 		*shape = rest_shape;
 		to->delivered = 1;
@@ -574,6 +580,11 @@ static int decode_split(const char *action, const char *key, const char *body, s
 	} else {
 		json_decref(*payload);
 		*payload = NULL;
+	}
+	if (fed == FEED_GAVE_UP) { /* the whole body would not fare better */
+		err_clear(err, 200);
+		err_set(err, NCP_ERR_IO, "out of memory");
+		rc = -1;
 	}
 out:
 	free(rest);
@@ -599,9 +610,12 @@ static int decode(const char *action, long status, const char *body, size_t len,
 		goto out;
 	}
 	if (to && status == 200 && body && len >= split_min &&
-	    strcmp(action, "getServerImageList") == 0 &&
-	    decode_split(action, "serverImageList", body, len, to, payload, err, shape) == 0)
-		return 0;
+	    strcmp(action, "getServerImageList") == 0) {
+		rc = decode_split(action, "serverImageList", body, len, to, payload, err, shape);
+		if (rc <= 0)
+			return rc;
+		rc = -1; /* decoded whole, below */
+	}
 	root = json_loadb(body ? body : "", body ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
 	if (status != 200) {
 		decode_error(root, status, err, shape);

@@ -854,6 +854,7 @@ static int rows_push(struct rows *r, struct tree *t, uint64_t no)
 struct page_rows {
 	const char *region;
 	struct rows at; /* trees[i] is NULL where row i was unusable */
+	int nomem;	/* begin could not allocate */
 };
 
 static int page_rows_begin(void *arg, size_t n)
@@ -865,6 +866,7 @@ static int page_rows_begin(void *arg, size_t n)
 	p->at.nos = calloc(n ? n : 1, sizeof(*p->at.nos));
 	if (!p->at.trees || !p->at.nos) {
 		rows_release(&p->at);
+		p->nomem = 1;
 		return -1;
 	}
 	p->at.n = p->at.cap = n;
@@ -914,8 +916,8 @@ static void *trim(void *arg)
 }
 #endif
 
-/* Gives the memory a listing's parsing used back to the system, off the
- * request's path (a walk of every heap); only the trees stay. */
+/* Gives the memory a big listing's parsing used back to the system, off
+ * the request's path (a walk of every heap); only the trees stay. */
 static void trim_later(void)
 {
 #ifdef __GLIBC__
@@ -925,8 +927,7 @@ static void trim_later(void)
 	if (pthread_attr_init(&attr) != 0)
 		return;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, trim, NULL) != 0)
-		malloc_trim(0);
+	(void)pthread_create(&t, &attr, trim, NULL); /* none: the next listing's will */
 	pthread_attr_destroy(&attr);
 #endif
 }
@@ -991,7 +992,7 @@ struct batch {
 /* Fetches page p and maps its rows; reports a failure. */
 static void page_fetch(struct cache *c, const char *region, struct page *p)
 {
-	struct page_rows got = { region, { NULL, NULL, 0, 0 } };
+	struct page_rows got = { region, { NULL, NULL, 0, 0 }, 0 };
 	struct ncp_row_sink sink = { page_rows_begin, page_rows_row, &got };
 	struct ncp_error e;
 	json_t *part = NULL;
@@ -1004,13 +1005,16 @@ static void page_fetch(struct cache *c, const char *region, struct page *p)
 	} else {
 		rc = c->src.list_page(c->src.arg, region, p->no, LIST_PAGE_SIZE, &part, &p->total,
 				      &e);
-		if (rc == 0 && ncp_rows_feed(&sink, part) < 0) {
-			rows_release(&got.at);
-			json_decref(part);
-			p->err = -ENOMEM;
-			return;
-		}
+		if (rc == 0 && ncp_rows_feed(&sink, part) < 0)
+			got.nomem = 1;
 		json_decref(part);
+	}
+	if (got.nomem) { /* not the answer's fault: said as such */
+		rows_release(&got.at);
+		log_msg(LOG_LVL_ERROR, "getServerImageList %s page %ld: out of memory", region,
+			p->no);
+		p->err = -ENOMEM;
+		return;
 	}
 	if (rc < 0) {
 		rows_release(&got.at);
@@ -1165,7 +1169,8 @@ static int fetch_listing(struct cache *c, const char *region, struct rows *rows)
 			n = MAX_LIST_PAGES - next + 1;
 	}
 	free(seen.no);
-	trim_later();
+	if (seen.n >= LIST_PAGE_SIZE)
+		trim_later();
 	return done < 0 ? done : 0;
 }
 
