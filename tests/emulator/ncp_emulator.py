@@ -554,8 +554,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # --- answering -------------------------------------------------------
 
     def send(self, status, body, content_type=JSON_TYPE, headers=(), length=None):
-        """Send a complete answer (Content-Length always set); note when it went out."""
+        """Send a complete answer (Content-Length always set); note when it went out. An API
+        answer is logged before it is sent, so that a client that has it finds it logged."""
         self.answered = time.time()
+        self.log_api(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -586,20 +588,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def api(self, path, body):
         """Authenticate, count, delay, fault or answer one API call."""
-        received = time.time()
         self.answered = None
         self.latency = 0
         self.retry_after = None
         state = self.server.state
         action = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else None
         action = action if action in API_HANDLERS else None
+        self.unlogged = (action, time.time())
         if not self.carried_api:
             self.carried_api = True
             with state.lock:
                 state.api_connections += 1
         status = self.answer_api(state, action, body)
-        state.record(action, status, self.conn, self.command, self.path, received,
-                     self.answered or time.time(), self.latency, self.retry_after)
+        self.log_api(status)  # not answered (dropped, hung up): logged now
+
+    def log_api(self, status):
+        """Log the API request being answered, once."""
+        if getattr(self, "unlogged", None) is None:
+            return
+        action, received = self.unlogged
+        self.unlogged = None
+        self.server.state.record(action, status, self.conn, self.command, self.path, received,
+                                 self.answered or time.time(), self.latency, self.retry_after)
 
     def answer_api(self, state, action, body):
         """Answer one API call; return the HTTP status sent (0 if none)."""
