@@ -657,7 +657,7 @@ int ncp_decode(const char *action, long http_status, const char *body, size_t le
 
 	if (!payload || !err)
 		return -1;
-	return decode(action, http_status, body, len, NCP_SPLIT_MIN, NULL, payload, err, &shape);
+	return decode(action, http_status, body, len, SIZE_MAX, NULL, payload, err, &shape);
 }
 
 int ncp_decode_split(const char *action, long http_status, const char *body, size_t len,

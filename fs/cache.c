@@ -239,8 +239,14 @@ static const char *ncp_host(void *arg)
 
 struct cache_source cache_source_ncp(struct ncp_client *client)
 {
-	struct cache_source s = { client,   ncp_regions, ncp_page, ncp_detail,
-				  ncp_host, NULL,	 ncp_rows };
+	struct cache_source s = {
+		.arg = client,
+		.region_list = ncp_regions,
+		.list_page = ncp_page,
+		.detail = ncp_detail,
+		.host = ncp_host,
+		.list_rows = ncp_rows,
+	};
 
 	return s;
 }
@@ -890,21 +896,21 @@ static int page_rows_row(void *arg, size_t i, json_t *row)
 	return 0;
 }
 
-/* Moves the usable rows, in page order, into r: 0 or -ENOMEM. */
-static int page_rows_take(struct page_rows *p, struct rows *r)
+/* The usable rows, in page order: the unusable ones' places closed up, in
+ * the same arrays. */
+static struct rows page_rows_take(struct page_rows *p)
 {
-	int err = 0;
+	struct rows r = p->at;
 
-	for (size_t i = 0; i < p->at.n && !err; i++) {
-		if (!p->at.trees[i])
-			continue;
-		if (rows_push(r, p->at.trees[i], p->at.nos[i]) < 0)
-			err = -ENOMEM;
-		else
-			p->at.trees[i] = NULL;
+	r.n = 0;
+	for (size_t i = 0; i < p->at.n; i++) {
+		if (p->at.trees[i]) {
+			r.trees[r.n] = p->at.trees[i];
+			r.nos[r.n++] = p->at.nos[i];
+		}
 	}
-	rows_release(&p->at);
-	return err;
+	memset(&p->at, 0, sizeof(p->at));
+	return r;
 }
 
 #ifdef __GLIBC__
@@ -1024,7 +1030,7 @@ static void page_fetch(struct cache *c, const char *region, struct page *p)
 		return;
 	}
 	p->got = got.at.n;
-	p->err = page_rows_take(&got, &p->rows);
+	p->rows = page_rows_take(&got);
 }
 
 static void *batch_run(void *arg)
